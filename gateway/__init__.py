@@ -1,0 +1,6 @@
+"""The prediction gateway: serve ONNX models as a typed GraphQL API."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

@@ -1,0 +1,30 @@
+"""What every resolver reaches through ``info.context``: the live runtime and the settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import strawberry
+
+from gateway.config import Settings
+from gateway.runtime import ModelRuntime
+from gateway.typed import TypedModel
+
+__all__ = ["GatewayContext", "Info"]
+
+
+@dataclass(slots=True)
+class GatewayContext:
+    """Per-request context; the runtime and settings are shared, the rest is the request's."""
+
+    runtime: ModelRuntime
+    settings: Settings
+    #: The typed view of each model, or why it has none; built with the schema.
+    typed: Mapping[str, TypedModel | str] = field(default_factory=dict)
+    #: The HTTP request, when there is one (None in-process).
+    request: Any = None
+
+
+Info = strawberry.Info[GatewayContext, None]

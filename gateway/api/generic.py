@@ -1,0 +1,238 @@
+"""The generic API fixed by ../shared/API.md: tensors in and out, and model metadata."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, cast
+
+import numpy as np
+import strawberry
+from strawberry.scalars import JSON
+
+from gateway.api.context import Info
+from gateway.errors import InvalidInputError
+from gateway.runtime import ModelEntry, ModelState, ModelVersion
+from gateway.signature import IOSpec
+from gateway.tensors import DataType, datatype_of, decode_tensor, encode_b64, encode_data
+
+__all__ = [
+    "InferResult",
+    "Model",
+    "ModelVersionInfo",
+    "Tensor",
+    "TensorInput",
+    "TensorSpec",
+    "infer",
+    "model",
+    "model_info",
+    "models",
+]
+
+DataTypeEnum = strawberry.enum(DataType, name="DataType", description="Tensor element type.")
+ModelStateEnum = strawberry.enum(
+    ModelState, name="ModelState", description="Where a model version is in its life."
+)
+
+
+@strawberry.input(description="A named tensor: exactly one of data or b64.")
+class TensorInput:
+    name: str = strawberry.field(description="The model input it feeds.")
+    shape: list[int] = strawberry.field(description="Dimensions, outermost first.")
+    datatype: DataType | None = strawberry.field(
+        default=None, description="Element type; defaults to the model's declared type."
+    )
+    data: JSON | None = strawberry.field(
+        default=None,
+        description='Flat row-major list: numbers ("NaN", "Infinity", "-Infinity" allowed for '
+        "floats), booleans, or strings for BYTES.",
+    )
+    b64: str | None = strawberry.field(
+        default=None, description="Or: the raw little-endian bytes, base64 (not for BYTES)."
+    )
+
+
+@strawberry.type(description="A named output tensor.")
+class Tensor:
+    name: str
+    datatype: DataType
+    shape: list[int]
+    array: strawberry.Private[np.ndarray]
+
+    @strawberry.field(
+        description='Flat row-major list; non-finite floats as "NaN", "Infinity", "-Infinity".'
+    )  # type: ignore[untyped-decorator]  # strawberry's field() overloads lose the type here
+    def data(self) -> JSON:
+        return cast(JSON, encode_data(self.array))
+
+    @strawberry.field(description="Raw little-endian bytes, base64; null for BYTES.")  # type: ignore[untyped-decorator]
+    def b64(self) -> str | None:
+        return encode_b64(self.array)
+
+
+@strawberry.type(description="A model input or output: name, element type and shape.")
+class TensorSpec:
+    name: str
+    datatype: DataType
+    shape: list[int] = strawberry.field(description="Dimensions; -1 = dynamic.")
+    onnx_type: str = strawberry.field(
+        description="The type in the ONNX graph. A seq(map(...)) output (e.g. skl2onnx's ZipMap) "
+        "is served as the dense FP32 tensor [N, classes] this spec describes."
+    )
+    labels: list[str] | None = strawberry.field(
+        description="For map outputs: the keys, in column order, when the graph declares them."
+    )
+
+
+@strawberry.type(name="ModelVersion", description="One version of a model.")
+class ModelVersionInfo:
+    version: int
+    state: ModelState
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    state_reason: str | None = strawberry.field(description="Why the version is not READY.")
+    load_time_ms: float | None = strawberry.field(
+        description="Milliseconds to load and warm up the version."
+    )
+
+
+@strawberry.type(description="A model of the repository.")
+class Model:
+    name: str
+    description: str | None
+    versions: list[ModelVersionInfo]
+    default_version: int | None = strawberry.field(
+        description="The version that serves requests naming none: the highest READY one."
+    )
+    typed_field: str | None = strawberry.field(
+        description="The model's field under Query.predict, or null when it has none."
+    )
+    typed_field_error: str | None = strawberry.field(
+        description="Why the model has no typed field (it is still served by infer)."
+    )
+
+
+@strawberry.type(description="The outputs of one inference.")
+class InferResult:
+    model: str
+    version: int
+    id: strawberry.ID
+    outputs: list[Tensor]
+
+
+def _spec(io: IOSpec) -> TensorSpec:
+    labels = [str(k) for k in io.keys] if io.keys else None
+    return TensorSpec(
+        name=io.name,
+        datatype=io.datatype,
+        shape=list(io.shape),
+        onnx_type=io.onnx_type,
+        labels=labels,
+    )
+
+
+def _version_info(mv: ModelVersion) -> ModelVersionInfo:
+    sig = mv.signature
+    return ModelVersionInfo(
+        version=mv.version,
+        state=mv.state,
+        inputs=[_spec(i) for i in sig.inputs] if sig else [],
+        outputs=[_spec(o) for o in sig.outputs] if sig else [],
+        state_reason=mv.reason,
+        load_time_ms=None if mv.load_seconds is None else mv.load_seconds * 1000.0,
+    )
+
+
+def model_info(entry: ModelEntry, typed: str | None, typed_error: str | None) -> Model:
+    """The metadata of one model."""
+    return Model(
+        name=entry.name,
+        description=entry.spec.config.description,
+        versions=[_version_info(mv) for _, mv in sorted(entry.versions.items())],
+        default_version=entry.default_version,
+        typed_field=typed,
+        typed_field_error=typed_error,
+    )
+
+
+def _model(info: Info, name: str) -> Model | None:
+    entry = info.context.runtime.entries.get(name)
+    if entry is None:
+        return None
+    typed = info.context.typed.get(name)
+    if typed is None or isinstance(typed, str):
+        return model_info(entry, None, typed)
+    return model_info(entry, typed.field, None)
+
+
+def models(info: Info) -> list[Model]:
+    """Every model of the repository, by name."""
+    found = (_model(info, name) for name in sorted(info.context.runtime.entries))
+    return [m for m in found if m is not None]
+
+
+def model(
+    info: Info, name: Annotated[str, strawberry.argument(description="The model's name.")]
+) -> Model | None:
+    """One model, or null when there is none of that name."""
+    return _model(info, name)
+
+
+async def infer(
+    info: Info,
+    model: str,
+    version: Annotated[
+        int | None, strawberry.argument(description="Default: the highest READY version.")
+    ] = None,
+    *,
+    inputs: list[TensorInput],
+    outputs: Annotated[
+        list[str] | None, strawberry.argument(description="Outputs to compute; default all.")
+    ] = None,
+    id: Annotated[
+        strawberry.ID | None, strawberry.argument(description="Echoed back; default a new UUID.")
+    ] = None,
+) -> InferResult:
+    """Run a model on tensors (shaped after the Open Inference Protocol)."""
+    ctx = info.context
+    mv = ctx.runtime.resolve(model, version)
+    signature = mv.signature
+    assert signature is not None  # READY versions have one
+    feeds: dict[str, np.ndarray] = {}
+    for tensor in inputs:
+        spec = signature.input(tensor.name)
+        if spec is None:
+            known = ", ".join(i.name for i in signature.inputs)
+            raise InvalidInputError(f"unknown input {tensor.name!r}; the model's inputs: {known}")
+        if tensor.name in feeds:
+            raise InvalidInputError(f"input {tensor.name!r} is given twice")
+        feeds[tensor.name] = decode_tensor(
+            spec.tensor,
+            shape=tensor.shape,
+            datatype=tensor.datatype,
+            data=tensor.data,
+            b64=tensor.b64,
+            max_elements=ctx.settings.max_tensor_elements,
+        )
+    missing = [i.name for i in signature.inputs if i.name not in feeds]
+    if missing:
+        raise InvalidInputError(
+            f"missing input {missing[0]!r}; the model needs: "
+            + ", ".join(i.name for i in signature.inputs)
+        )
+    if outputs is not None:
+        known_out = [o.name for o in signature.outputs]
+        unknown = [o for o in outputs if o not in known_out]
+        if unknown or not outputs:
+            what = f"unknown output {unknown[0]!r}" if unknown else "outputs is empty"
+            raise InvalidInputError(f"{what}; the model's outputs: {', '.join(known_out)}")
+    result = await ctx.runtime.run(mv, feeds, outputs)
+    tensors = [
+        Tensor(name=name, datatype=datatype_of(a), shape=list(a.shape), array=a)
+        for name, a in result.items()
+    ]
+    return InferResult(
+        model=model,
+        version=mv.version,
+        id=strawberry.ID(id or str(uuid.uuid4())),
+        outputs=tensors,
+    )

@@ -1,0 +1,221 @@
+"""The typed, per-model API: ``Query.predict`` with a field per model, made from TypedModel.
+
+For a model ``iris``: ``predict { iris(input: IrisInput!, version: Int): IrisPrediction!
+irisBatch(inputs: [IrisInput!]!, version: Int): [IrisPrediction!]! }``. Python attribute names
+are positional (``f0``, ``o0``...) so that any feature name works, Python keywords included; the
+GraphQL names come from ``gateway.naming``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Annotated, Any
+
+import numpy as np
+import strawberry
+
+from gateway.api.context import GatewayContext, Info
+from gateway.errors import InvalidInputError
+from gateway.tensors import DataType
+from gateway.typed import InputField, OutputField, TypedModel
+
+__all__ = ["ClassProbability", "build_predict_type", "predict_rows"]
+
+_INTS = {DataType.INT8, DataType.INT16, DataType.INT32, DataType.UINT8, DataType.UINT16}
+# GraphQL's Int is 32-bit: wider integer outputs are served as Float (exact up to 2**53).
+_WIDE_INTS = {DataType.INT64, DataType.UINT32, DataType.UINT64}
+
+
+@strawberry.type(description="The probability the model gives one class.")
+class ClassProbability:
+    label: str
+    probability: float
+
+
+def build_predict_type(typed_models: Sequence[TypedModel], descriptions: dict[str, str]) -> type:
+    """The ``Predict`` type: two fields (one row, a batch of rows) per typed model."""
+    namespace: dict[str, Any] = {}
+    for i, tm in enumerate(typed_models):
+        input_cls = _input_type(tm)
+        prediction_cls = _prediction_type(tm)
+        about = descriptions.get(tm.model) or f"Model {tm.model}."
+        namespace[f"m{i}"] = strawberry.field(
+            resolver=_single_resolver(tm, input_cls, prediction_cls),
+            name=tm.field,
+            description=f"{about} One row.",
+        )
+        namespace[f"m{i}_batch"] = strawberry.field(
+            resolver=_batch_resolver(tm, input_cls, prediction_cls),
+            name=tm.batch_field,
+            description=f"{about} Many rows, answered in one model run where the model allows.",
+        )
+    return strawberry.type(
+        type("Predict", (), namespace),
+        description="Predictions in each model's own terms: one field per model.",
+    )
+
+
+async def predict_rows(
+    ctx: GatewayContext, tm: TypedModel, rows: Sequence[dict[str, Any]], version: int | None
+) -> tuple[int, list[dict[str, Any]]]:
+    """Run ``rows`` through the model; returns the version that answered and per-row values."""
+    mv = ctx.runtime.resolve(tm.model, version)
+    if mv.signature != tm.signature:
+        raise InvalidInputError(
+            f"version {mv.version} of model {tm.model!r} has another signature than the one its "
+            "typed field was built from; call that version through infer"
+        )
+    if len(rows) > ctx.settings.max_batch_rows:
+        raise InvalidInputError(
+            f"{len(rows)} rows in one field; at most {ctx.settings.max_batch_rows} are accepted"
+        )
+    if not rows:
+        return mv.version, []
+    # A model without a free batch dimension runs once per row.
+    groups = [list(rows)] if tm.batched else [[row] for row in rows]
+    runs = []
+    for group in groups:
+        feeds = tm.feeds(group)
+        _check_size(feeds, ctx.settings.max_tensor_elements)
+        runs.append(ctx.runtime.run(mv, feeds, tm.output_names))
+    outputs = await asyncio.gather(*runs)
+    values = [
+        p
+        for group, out in zip(groups, outputs, strict=True)
+        for p in tm.predictions(out, len(group))
+    ]
+    return mv.version, values
+
+
+def _check_size(feeds: dict[str, np.ndarray], limit: int) -> None:
+    for name, array in feeds.items():
+        if array.size > limit:
+            raise InvalidInputError(
+                f"input {name!r} would have {array.size} elements; at most {limit} are accepted"
+            )
+
+
+def _scalar(datatype: DataType, *, output: bool) -> Any:
+    if datatype is DataType.BOOL:
+        return bool
+    if datatype is DataType.BYTES:
+        return str
+    if datatype in _INTS or (datatype in _WIDE_INTS and not output):
+        return int
+    if datatype in _WIDE_INTS:
+        return float
+    return float | None if output else float  # NaN and infinity come out as null
+
+
+def _python_type(datatype: DataType, row_shape: tuple[int, ...], *, output: bool) -> Any:
+    annotation = _scalar(datatype, output=output)
+    for _ in row_shape:
+        annotation = list[annotation]  # type: ignore[valid-type]
+    return annotation
+
+
+def _shape_text(row_shape: tuple[int, ...]) -> str:
+    return "a scalar" if not row_shape else f"nested lists of shape {list(row_shape)}"
+
+
+def _input_type(tm: TypedModel) -> type:
+    namespace: dict[str, Any] = {"__annotations__": {}}
+    for i, f in enumerate(tm.inputs):
+        namespace["__annotations__"][f"f{i}"] = _python_type(f.datatype, f.row_shape, output=False)
+        namespace[f"f{i}"] = strawberry.field(name=f.graphql, description=_input_doc(f))
+    return strawberry.input(
+        type(f"{tm.type_stem}Input", (), namespace),
+        description=f"One row of input for model {tm.model}.",
+    )
+
+
+def _input_doc(f: InputField) -> str:
+    if f.column is not None:
+        return (
+            f"Feature {f.source!r}: column {f.column} of input {f.tensor!r} ({f.datatype.value})."
+        )
+    return f"Input {f.tensor!r} ({f.datatype.value}), {_shape_text(f.row_shape)} per row."
+
+
+def _output_doc(f: OutputField) -> str:
+    return f"Output {f.tensor!r} ({f.datatype.value}), {_shape_text(f.row_shape)} per row."
+
+
+def _prediction_type(tm: TypedModel) -> type:
+    annotations: dict[str, Any] = {}
+    namespace: dict[str, Any] = {"__annotations__": annotations}
+    if tm.classifier is not None:
+        annotations["label"] = str
+        namespace["label"] = strawberry.field(description="The predicted class.")
+        annotations["probabilities"] = list[ClassProbability]
+        namespace["probabilities"] = strawberry.field(
+            description="The probability of each class, in the model's class order."
+        )
+    for i, f in enumerate(tm.outputs):
+        annotations[f"o{i}"] = _python_type(f.datatype, f.row_shape, output=True)
+        namespace[f"o{i}"] = strawberry.field(name=f.graphql, description=_output_doc(f))
+    annotations["model_version"] = int
+    namespace["model_version"] = strawberry.field(description="The model version that answered.")
+    return strawberry.type(
+        type(f"{tm.type_stem}Prediction", (), namespace),
+        description=f"A prediction of model {tm.model}.",
+    )
+
+
+def _row(tm: TypedModel, value: Any) -> dict[str, Any]:
+    return {f.graphql: getattr(value, f"f{i}") for i, f in enumerate(tm.inputs)}
+
+
+def _builder(tm: TypedModel, prediction_cls: type) -> Callable[[int, dict[str, Any]], Any]:
+    attrs = {f.graphql: f"o{i}" for i, f in enumerate(tm.outputs)}
+
+    def build(version: int, values: dict[str, Any]) -> Any:
+        kwargs: dict[str, Any] = {attrs.get(k, k): v for k, v in values.items()}
+        if "probabilities" in kwargs:
+            kwargs["probabilities"] = [
+                ClassProbability(label=label, probability=p) for label, p in kwargs["probabilities"]
+            ]
+        return prediction_cls(model_version=version, **kwargs)
+
+    return build
+
+
+_Resolver = Callable[..., Coroutine[Any, Any, Any]]
+_VERSION_DOC = "The model version; default: the highest READY one."
+
+
+def _single_resolver(tm: TypedModel, input_cls: type, prediction_cls: type) -> _Resolver:
+    build = _builder(tm, prediction_cls)
+
+    async def resolve(info: Info, input: Any, version: int | None = None) -> Any:
+        answered, values = await predict_rows(info.context, tm, [_row(tm, input)], version)
+        return build(answered, values[0])
+
+    resolve.__annotations__ = {
+        "info": Info,
+        "input": Annotated[input_cls, strawberry.argument(description="The row to predict.")],
+        "version": Annotated[int | None, strawberry.argument(description=_VERSION_DOC)],
+        "return": prediction_cls,
+    }
+    return resolve
+
+
+def _batch_resolver(tm: TypedModel, input_cls: type, prediction_cls: type) -> _Resolver:
+    build = _builder(tm, prediction_cls)
+
+    async def resolve(info: Info, inputs: list[Any], version: int | None = None) -> list[Any]:
+        rows = [_row(tm, value) for value in inputs]
+        answered, values = await predict_rows(info.context, tm, rows, version)
+        return [build(answered, v) for v in values]
+
+    resolve.__annotations__ = {
+        "info": Info,
+        "inputs": Annotated[
+            list[input_cls],  # type: ignore[valid-type]
+            strawberry.argument(description="The rows to predict, answered in order."),
+        ],
+        "version": Annotated[int | None, strawberry.argument(description=_VERSION_DOC)],
+        "return": list[prediction_cls],  # type: ignore[valid-type]
+    }
+    return resolve

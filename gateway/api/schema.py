@@ -1,0 +1,136 @@
+"""Build the Strawberry schema of a repository: generic API, metadata and typed fields."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
+
+from gateway.api import generic
+from gateway.api.predict import build_predict_type
+from gateway.errors import ConfigError
+from gateway.runtime import ModelEntry
+from gateway.typed import TypedModel, build_typed_model
+
+__all__ = ["RESERVED_TYPE_NAMES", "GatewaySchema", "build_schema", "build_typed_models"]
+
+#: Type names the schema defines whatever the models; a model whose types would take one of
+#: these is served through the generic API only.
+RESERVED_TYPE_NAMES = frozenset(
+    {
+        "Query",
+        "Mutation",
+        "Subscription",
+        "Predict",
+        "ClassProbability",
+        "DataType",
+        "JSON",
+        "Model",
+        "ModelState",
+        "ModelVersion",
+        "Tensor",
+        "TensorInput",
+        "TensorSpec",
+        "InferResult",
+        "String",
+        "Int",
+        "Float",
+        "Boolean",
+        "ID",
+    }
+)
+
+
+class _Schema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # Strawberry logs every error with its traceback; ErrorCodes logs the unexpected ones
+        # once, with an error id, and a client's mistake is not worth a traceback.
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySchema:
+    """A built schema and the typed view of each model it was built from."""
+
+    schema: strawberry.Schema
+    #: Each model's typed view, or the reason it has none.
+    typed: Mapping[str, TypedModel | str]
+
+    def as_sdl(self) -> str:
+        """The schema in GraphQL SDL, ending with a newline."""
+        return self.schema.as_str() + "\n"
+
+
+def build_typed_models(entries: Iterable[ModelEntry]) -> dict[str, TypedModel | str]:
+    """The typed view of each model, or why it has none (a clash, an underivable name...)."""
+    result: dict[str, TypedModel | str] = {}
+    for entry in entries:
+        mv = entry.schema_version
+        if mv is None or mv.signature is None:
+            result[entry.name] = "no version of the model could be read"
+            continue
+        try:
+            result[entry.name] = build_typed_model(entry.name, mv.signature, entry.spec.config)
+        except ConfigError as exc:
+            result[entry.name] = exc.message
+    _mark_clashes(result)
+    return result
+
+
+def _mark_clashes(result: dict[str, TypedModel | str]) -> None:
+    owners: dict[str, list[str]] = defaultdict(list)
+    for name, tm in result.items():
+        if isinstance(tm, TypedModel):
+            for taken in (
+                tm.field,
+                tm.batch_field,
+                f"{tm.type_stem}Input",
+                f"{tm.type_stem}Prediction",
+            ):
+                owners[taken].append(name)
+    for taken, names in owners.items():
+        for name in names:
+            if isinstance(result[name], str):
+                continue
+            if len(names) > 1:
+                others = ", ".join(repr(n) for n in names if n != name)
+                result[name] = f"its GraphQL name {taken!r} clashes with model(s) {others}"
+            elif taken in RESERVED_TYPE_NAMES:
+                result[name] = f"its GraphQL type name {taken!r} is reserved by the gateway"
+
+
+def build_schema(
+    entries: Sequence[ModelEntry],
+    *,
+    extensions: Sequence[type[SchemaExtension]] = (),
+) -> GatewaySchema:
+    """The schema for ``entries``: a typed field per model that has one, plus the generic API."""
+    typed = build_typed_models(entries)
+    fields: dict[str, Any] = {
+        "models": strawberry.field(resolver=generic.models),
+        "model": strawberry.field(resolver=generic.model),
+        "infer": strawberry.field(resolver=generic.infer),
+    }
+    typed_models = [tm for tm in typed.values() if isinstance(tm, TypedModel)]
+    if typed_models:
+        descriptions = {e.name: e.spec.config.description or "" for e in entries}
+        predict_cls = build_predict_type(typed_models, descriptions)
+
+        def predict() -> Any:
+            return predict_cls()
+
+        predict.__annotations__ = {"return": predict_cls}
+        fields["predict"] = strawberry.field(
+            resolver=predict, description="Typed predictions: a field per model."
+        )
+    query = strawberry.type(type("Query", (), fields))
+    schema = _Schema(query=query, extensions=list(extensions))
+    return GatewaySchema(schema, typed)

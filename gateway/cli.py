@@ -1,0 +1,137 @@
+"""The ``gateway`` command: serve | export-schema | check. A thin layer over config and app."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from gateway import __version__
+from gateway.api import build_schema
+from gateway.config import Settings
+from gateway.errors import ConfigError
+from gateway.repository import scan_repository
+from gateway.runtime import ModelRuntime, ModelState
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "export-schema":
+            return _export_schema(args, sys.stdout)
+        return _check(args, sys.stdout)
+    except ConfigError as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway", description="Serve ONNX models as a typed GraphQL API."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve a model repository over HTTP")
+    serve.add_argument("--models", type=Path, help="model repository (env GATEWAY_MODELS)")
+    serve.add_argument("--host", help="address to bind (env GATEWAY_HOST)")
+    serve.add_argument("--port", type=int, help="port to bind (env GATEWAY_PORT)")
+    serve.add_argument("--config", type=Path, dest="config_file", help="TOML settings file")
+    serve.add_argument("--log-level", help="debug|info|warning|error (env GATEWAY_LOG_LEVEL)")
+
+    export = commands.add_parser("export-schema", help="print the GraphQL SDL of a repository")
+    export.add_argument("--models", type=Path, help="model repository (env GATEWAY_MODELS)")
+    export.add_argument("--output", type=Path, help="write to this file instead of stdout")
+
+    check = commands.add_parser(
+        "check", help="load a repository, run each model once, print a table"
+    )
+    check.add_argument("path", type=Path, nargs="?", help="model repository (default: models/)")
+    return parser
+
+
+def _settings(**flags: object) -> Settings:
+    return Settings.load(environ=os.environ, flags=flags)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    settings = _settings(
+        models=args.models,
+        host=args.host,
+        port=args.port,
+        config_file=args.config_file,
+        log_level=args.log_level,
+    )
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    return 0
+
+
+def _export_schema(args: argparse.Namespace, out: TextIO) -> int:
+    settings = _settings(models=args.models)
+    runtime = ModelRuntime(settings, scan_repository(settings.models))
+    try:
+        runtime.load_all(sessions=False)
+        sdl = build_schema(list(runtime.entries.values())).as_sdl()
+    finally:
+        runtime.close()
+    if args.output is not None:
+        args.output.write_text(sdl, encoding="utf-8")
+    else:
+        out.write(sdl)
+    return 0
+
+
+def _check(args: argparse.Namespace, out: TextIO) -> int:
+    settings = _settings(models=args.path, warmup=True)
+    scan = scan_repository(settings.models)
+    runtime = ModelRuntime(settings, scan)
+    try:
+        runtime.load_all()
+    finally:
+        runtime.close()
+    rows = [("MODEL", "VERSION", "INPUTS", "OUTPUTS", "LOAD MS", "STATE")]
+    failed = False
+    for entry in runtime.entries.values():
+        for v, mv in sorted(entry.versions.items()):
+            sig = mv.signature
+            ins = (
+                ", ".join(f"{i.name}:{i.datatype.value}{list(i.shape)}" for i in sig.inputs)
+                if sig
+                else "-"
+            )
+            outs = (
+                ", ".join(f"{o.name}:{o.datatype.value}{list(o.shape)}" for o in sig.outputs)
+                if sig
+                else "-"
+            )
+            ms = f"{mv.load_seconds * 1000:.1f}" if mv.load_seconds is not None else "-"
+            # close() marks READY versions UNAVAILABLE; what counts is whether the load worked.
+            state = "FAILED: " + (mv.reason or "") if mv.state is ModelState.FAILED else "READY"
+            failed |= mv.state is ModelState.FAILED
+            rows.append((entry.name, str(v), ins, outs, ms, state))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        out.write(
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] + "\n"
+        )
+    for warning in scan.warnings:
+        out.write(f"skipped: {warning}\n")
+    return 1 if failed else 0

@@ -1,0 +1,278 @@
+"""Settings: read once, at the edge, into a frozen object.
+
+Sources, strongest first: command-line flags, ``GATEWAY_*`` environment variables, the TOML file
+named by ``--config`` / ``GATEWAY_CONFIG``, then the defaults below. Nothing else in the package
+reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_MODELS",
+    "ENV_PREFIX",
+    "GRAPH_OPTIMIZATION_LEVELS",
+    "LOG_LEVELS",
+    "SessionOptions",
+    "Settings",
+    "describe_settings",
+]
+
+ENV_PREFIX = "GATEWAY_"
+GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _bundled_models() -> Path:
+    # In a source checkout (editable install) the example repository sits beside the package;
+    # from an installed wheel, fall back to ./models of the working directory.
+    beside = Path(__file__).resolve().parent.parent / "models"
+    return beside if beside.is_dir() else Path("models")
+
+
+DEFAULT_MODELS = _bundled_models()
+
+_T = TypeVar("_T")
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOptions:
+    """ONNX Runtime session options; global in Settings, overridable per model in model.toml."""
+
+    intra_op_threads: int = field(
+        default=1,
+        metadata=_doc("Threads ONNX Runtime uses inside one operator (0 = one per core)."),
+    )
+    inter_op_threads: int = field(
+        default=1, metadata=_doc("Threads ONNX Runtime uses across independent operators.")
+    )
+    graph_optimization_level: str = field(
+        default="all", metadata=_doc("ONNX Runtime graph optimisation: disable|basic|extended|all.")
+    )
+    execution_providers: tuple[str, ...] = field(
+        default=("CPUExecutionProvider",),
+        metadata=_doc("ONNX Runtime execution providers, in order of preference."),
+    )
+
+    def __post_init__(self) -> None:
+        _check_min("intra_op_threads", self.intra_op_threads, 0)
+        _check_min("inter_op_threads", self.inter_op_threads, 0)
+        _check_choice(
+            "graph_optimization_level", self.graph_optimization_level, GRAPH_OPTIMIZATION_LEVELS
+        )
+        if not self.execution_providers:
+            raise ConfigError("execution_providers: give at least one execution provider")
+
+    def merged(self, overrides: Mapping[str, Any], *, where: str) -> SessionOptions:
+        """These options with ``overrides`` (from a model.toml ``[session]`` table) applied."""
+        return _build(SessionOptions, overrides, base=self, where=where)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the gateway is configured with."""
+
+    models: Path = field(default=DEFAULT_MODELS, metadata=_doc("The model repository to serve."))
+    host: str = field(default="127.0.0.1", metadata=_doc("Address to bind."))
+    port: int = field(default=8000, metadata=_doc("TCP port to bind."))
+    log_level: str = field(default="info", metadata=_doc("Log level: debug|info|warning|error."))
+    session: SessionOptions = field(
+        default_factory=SessionOptions,
+        metadata=_doc(
+            "ONNX Runtime session options (TOML table [session]; env GATEWAY_SESSION_*)."
+        ),
+    )
+    inference_threads: int = field(
+        default_factory=lambda: os.cpu_count() or 1,
+        metadata=_doc(
+            "Worker threads that run ONNX Runtime, shared by all models (default: cores)."
+        ),
+    )
+    max_tensor_elements: int = field(
+        default=16_777_216,
+        metadata=_doc("Largest input tensor accepted, in elements, per input of a request."),
+    )
+    max_batch_rows: int = field(
+        default=4096, metadata=_doc("Most rows one typed batch field may carry.")
+    )
+    warmup: bool = field(
+        default=True,
+        metadata=_doc("Run each model once on a synthetic input before it is READY."),
+    )
+    config_file: Path | None = field(
+        default=None, metadata=_doc("TOML file with any of these settings (flag --config).")
+    )
+
+    def __post_init__(self) -> None:
+        _check_min("port", self.port, 0, 65535)
+        _check_choice("log_level", self.log_level, LOG_LEVELS)
+        _check_min("inference_threads", self.inference_threads, 1)
+        _check_min("max_tensor_elements", self.max_tensor_elements, 1)
+        _check_min("max_batch_rows", self.max_batch_rows, 1)
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        environ: Mapping[str, str],
+        flags: Mapping[str, Any] | None = None,
+    ) -> Settings:
+        """Settings from flags, then ``GATEWAY_*`` variables, then the config file, then defaults.
+
+        Args:
+            environ: the process environment (tests pass a dict).
+            flags: values given on the command line, keyed by field name; None values are unset.
+        """
+        given = {k: v for k, v in (flags or {}).items() if v is not None}
+        from_env = _from_env(environ)
+        config_file = given.get("config_file", from_env.get("config_file"))
+        values: dict[str, Any] = {}
+        if config_file is not None:
+            values.update(_read_toml(Path(config_file)))
+        for source in (from_env, given):
+            for key, value in source.items():
+                if key == "session" and isinstance(values.get("session"), dict):
+                    values["session"] = {**values["session"], **value}
+                else:
+                    values[key] = value
+        return _build(cls, values, where="settings")
+
+
+def describe_settings() -> list[tuple[str, str, str, str]]:
+    """Rows of (TOML key, environment variable, default, description) for the README's table."""
+    rows: list[tuple[str, str, str, str]] = []
+    for f in dataclasses.fields(Settings):
+        if f.name == "session":
+            for sf in dataclasses.fields(SessionOptions):
+                key = f"session.{sf.name}"
+                env = f"{ENV_PREFIX}SESSION_{sf.name.upper()}"
+                rows.append((key, env, _default_text(sf), sf.metadata["doc"]))
+            continue
+        env = f"{ENV_PREFIX}{f.name.upper()}"
+        default = "cores" if f.name == "inference_threads" else _default_text(f)
+        if f.name == "models":
+            default = "models/"
+        rows.append((f.name, env, default, f.metadata["doc"]))
+    return rows
+
+
+def _default_text(f: dataclasses.Field[Any]) -> str:
+    value = f.default
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "" if value is None else str(value)
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    session: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        if f.name == "session":
+            for sf in dataclasses.fields(SessionOptions):
+                name = f"{ENV_PREFIX}SESSION_{sf.name.upper()}"
+                if name in environ:
+                    session[sf.name] = environ[name]
+            continue
+        name = f"{ENV_PREFIX}{f.name.upper()}"
+        if name in environ:
+            out[f.name] = environ[name]
+    if session:
+        out["session"] = session
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"config_file: cannot read {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config_file: {path} is not valid TOML: {exc}") from exc
+
+
+def _build(cls: type[_T], values: Mapping[str, Any], *, where: str, base: _T | None = None) -> _T:
+    """Coerce ``values`` into ``cls``'s fields, naming the key of any bad value."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(fields))}"
+        )
+    kwargs: dict[str, Any] = {}
+    if base is not None:
+        kwargs = {name: getattr(base, name) for name in fields}
+    for name, raw in values.items():
+        kwargs[name] = _coerce(name, fields[name], raw, where=where)
+    return cls(**kwargs)
+
+
+def _coerce(name: str, f: dataclasses.Field[Any], raw: Any, *, where: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    key = f"{where}.{name}" if where != "settings" else name
+    try:
+        if kind == "SessionOptions":
+            if isinstance(raw, SessionOptions):
+                return raw
+            if not isinstance(raw, Mapping):
+                raise ValueError("expected a table of session options")
+            return SessionOptions().merged(raw, where="session")
+        if kind == "int":
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError("expected an integer")
+            return int(raw)
+        if kind == "bool":
+            return _to_bool(raw)
+        if kind == "str":
+            if not isinstance(raw, str):
+                raise ValueError("expected a string")
+            return raw.lower() if name in ("log_level", "graph_optimization_level") else raw
+        if kind == "Path":
+            return Path(raw)
+        if kind == "Path | None":
+            return None if raw in ("", None) else Path(raw)
+        if kind == "tuple[str, ...]":
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(str(i).strip() for i in items if str(i).strip())
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key}: invalid value {raw!r}: {exc}") from exc
+    raise AssertionError(f"no coercion for field type {kind}")  # an internal invariant
+
+
+def _to_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _check_min(key: str, value: int, low: int, high: int | None = None) -> None:
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise ConfigError(f"{key}: invalid value {value!r}: expected an integer {bound}")
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: invalid value {value!r}: expected one of {', '.join(choices)}")

@@ -1,0 +1,179 @@
+"""Scan a model repository into ModelSpec values: the filesystem only, no ONNX Runtime.
+
+Layout (../shared/API.md)::
+
+    PATH/<model>/<version>/model.onnx     version = positive integer
+    PATH/<model>/model.toml               optional
+    PATH/<model>.onnx                     zero-config: served as version 1
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.config import SessionOptions
+from gateway.errors import ConfigError
+
+__all__ = [
+    "MODEL_FILE",
+    "MODEL_NAME_PATTERN",
+    "ModelConfig",
+    "ModelSpec",
+    "RepositoryScan",
+    "parse_model_config",
+    "scan_repository",
+]
+
+MODEL_FILE = "model.onnx"
+CONFIG_FILE = "model.toml"
+MODEL_NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+_VERSION_PATTERN = re.compile(r"[1-9][0-9]*")
+_SCALAR = (str, int, float, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """What a ``model.toml`` says about a model."""
+
+    description: str | None = None
+    #: Names of the columns of each 2-D input, keyed by input tensor name. The top-level
+    #: ``features`` key names the columns of a model's single input (key ``""`` here).
+    features: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Class labels in the order of the model's integer class indices.
+    labels: tuple[str, ...] | None = None
+    #: ONNX Runtime session options for this model (over the global ones).
+    session: Mapping[str, Any] = field(default_factory=dict)
+    #: An example row, keyed by feature name, for the explorer's example operations.
+    example: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """One model found in the repository."""
+
+    name: str
+    versions: Mapping[int, Path]
+    config: ModelConfig = field(default_factory=ModelConfig)
+    #: Why the model cannot be served as configured (a bad model.toml), or None.
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryScan:
+    """The models of a repository, and what was skipped and why."""
+
+    models: tuple[ModelSpec, ...]
+    warnings: tuple[str, ...] = ()
+
+
+def scan_repository(root: Path) -> RepositoryScan:
+    """Find every model and version under ``root``.
+
+    Raises:
+        ConfigError: ``root`` is not a directory.
+    """
+    if not root.is_dir():
+        raise ConfigError(f"models: {root} is not a directory")
+    warnings: list[str] = []
+    found: dict[str, ModelSpec] = {}
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            name = entry.name
+        elif entry.suffix == ".onnx" and entry.is_file():
+            name = entry.stem
+        else:
+            continue
+        if not MODEL_NAME_PATTERN.fullmatch(name):
+            warnings.append(
+                f"{entry.name}: skipped, a model name must match {MODEL_NAME_PATTERN.pattern}"
+            )
+            continue
+        if name in found:
+            warnings.append(f"{entry.name}: skipped, {name}/ already defines model {name!r}")
+            continue
+        spec = _scan_dir(entry, warnings) if entry.is_dir() else ModelSpec(name, {1: entry})
+        if spec is not None:
+            found[name] = spec
+    return RepositoryScan(tuple(found.values()), tuple(warnings))
+
+
+def _scan_dir(directory: Path, warnings: list[str]) -> ModelSpec | None:
+    name = directory.name
+    versions: dict[int, Path] = {}
+    for child in sorted(directory.iterdir()):
+        if not child.is_dir():
+            continue
+        if not _VERSION_PATTERN.fullmatch(child.name):
+            warnings.append(f"{name}/{child.name}: skipped, a version must be a positive integer")
+            continue
+        model_file = child / MODEL_FILE
+        if not model_file.is_file():
+            warnings.append(f"{name}/{child.name}: skipped, no {MODEL_FILE}")
+            continue
+        versions[int(child.name)] = model_file
+    if not versions:
+        warnings.append(f"{name}: skipped, no <version>/{MODEL_FILE} inside")
+        return None
+    ordered = dict(sorted(versions.items()))
+    config_path = directory / CONFIG_FILE
+    if not config_path.is_file():
+        return ModelSpec(name, ordered)
+    try:
+        with config_path.open("rb") as fh:
+            raw = tomllib.load(fh)
+        config = parse_model_config(raw)
+    except (OSError, tomllib.TOMLDecodeError, ConfigError) as exc:
+        return ModelSpec(name, ordered, problem=f"{name}/{CONFIG_FILE}: {exc}")
+    return ModelSpec(name, ordered, config)
+
+
+def parse_model_config(raw: Mapping[str, Any]) -> ModelConfig:
+    """Validate a parsed ``model.toml``; errors name the key.
+
+    Raises:
+        ConfigError: an unknown key or a value of the wrong type.
+    """
+    known = {"description", "features", "labels", "inputs", "session", "example"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
+    description = raw.get("description")
+    if description is not None and not isinstance(description, str):
+        raise ConfigError("description: expected a string")
+    features: dict[str, tuple[str, ...]] = {}
+    if "features" in raw:
+        features[""] = _strings(raw["features"], "features")
+    inputs = raw.get("inputs", {})
+    if not isinstance(inputs, Mapping):
+        raise ConfigError("inputs: expected a table of [inputs.<tensor name>] tables")
+    for tensor, table in inputs.items():
+        if not isinstance(table, Mapping) or set(table) - {"features"}:
+            raise ConfigError(f"inputs.{tensor}: expected a table with the key 'features'")
+        if "features" in table:
+            features[tensor] = _strings(table["features"], f"inputs.{tensor}.features")
+    labels = _strings(raw["labels"], "labels") if "labels" in raw else None
+    session = raw.get("session", {})
+    if not isinstance(session, Mapping):
+        raise ConfigError("session: expected a table")
+    SessionOptions().merged(session, where="session")  # validate now, apply at load time
+    example = raw.get("example", {})
+    if not isinstance(example, Mapping) or not all(
+        isinstance(v, (*_SCALAR, list)) for v in example.values()
+    ):
+        raise ConfigError("example: expected a table of feature = value")
+    return ModelConfig(description, features, labels, dict(session), dict(example))
+
+
+def _strings(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{key}: expected a non-empty list of strings")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{key}: names must be unique")
+    return tuple(value)

@@ -1,0 +1,287 @@
+"""ONNX Runtime sessions: load, warm up, run; the only module that imports onnxruntime.
+
+ONNX Runtime errors are translated here: a run that ORT rejects as an invalid argument is the
+caller's fault (``InvalidInputError``); anything else is ours (``InferenceError``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from gateway.config import SessionOptions, Settings
+from gateway.errors import (
+    ConfigError,
+    GatewayError,
+    InferenceError,
+    InvalidInputError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+)
+from gateway.repository import ModelSpec, RepositoryScan
+from gateway.signature import IOKind, IOSpec, Signature, read_signature
+from gateway.tensors import DataType, numpy_dtype
+
+__all__ = ["ModelEntry", "ModelRuntime", "ModelState", "ModelVersion", "synthetic_inputs"]
+
+logger = logging.getLogger(__name__)
+
+_OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+class ModelState(enum.Enum):
+    """Where a model version is in its life."""
+
+    LOADING = "LOADING"
+    READY = "READY"
+    UNAVAILABLE = "UNAVAILABLE"
+    FAILED = "FAILED"
+
+
+@dataclass(slots=True)
+class ModelVersion:
+    """One version of a model and its session, once loaded."""
+
+    model: str
+    version: int
+    path: Path
+    state: ModelState = ModelState.LOADING
+    #: Why the version is FAILED or UNAVAILABLE.
+    reason: str | None = None
+    signature: Signature | None = None
+    load_seconds: float | None = None
+    session: ort.InferenceSession | None = field(default=None, repr=False)
+
+
+@dataclass(slots=True)
+class ModelEntry:
+    """A model of the repository with all its versions."""
+
+    spec: ModelSpec
+    versions: dict[int, ModelVersion]
+
+    @property
+    def name(self) -> str:
+        """The model's name."""
+        return self.spec.name
+
+    @property
+    def default_version(self) -> int | None:
+        """The highest READY version, which serves requests that name none."""
+        ready = [v for v, mv in self.versions.items() if mv.state is ModelState.READY]
+        return max(ready) if ready else None
+
+    @property
+    def schema_version(self) -> ModelVersion | None:
+        """The version whose signature the typed API follows: the default, else the highest
+        version with a readable signature."""
+        default = self.default_version
+        if default is not None:
+            return self.versions[default]
+        readable = [mv for mv in self.versions.values() if mv.signature is not None]
+        return max(readable, key=lambda mv: mv.version) if readable else None
+
+
+class ModelRuntime:
+    """Owns the sessions of every model version and runs them on worker threads."""
+
+    def __init__(self, settings: Settings, scan: RepositoryScan) -> None:
+        self._settings = settings
+        self._root = settings.models
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.inference_threads, thread_name_prefix="onnxruntime"
+        )
+        self.entries: dict[str, ModelEntry] = {
+            spec.name: ModelEntry(
+                spec,
+                {v: ModelVersion(spec.name, v, path) for v, path in spec.versions.items()},
+            )
+            for spec in scan.models
+        }
+        self.initial_load_done = False
+
+    def load_all(self, *, sessions: bool = True) -> None:
+        """Read every version's signature and, with ``sessions``, load and warm it up.
+
+        One bad version is marked FAILED with the reason; it never stops the others.
+        """
+        for entry in self.entries.values():
+            for mv in entry.versions.values():
+                self._load_version(entry.spec, mv, sessions=sessions)
+        self.initial_load_done = True
+
+    async def load_all_async(self) -> None:
+        """``load_all`` on a worker thread, so the server answers health checks meanwhile."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.load_all)
+
+    def close(self) -> None:
+        """Release every session and stop the worker threads."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        for entry in self.entries.values():
+            for mv in entry.versions.values():
+                mv.session = None
+                if mv.state is ModelState.READY:
+                    mv.state = ModelState.UNAVAILABLE
+                    mv.reason = "the server is shutting down"
+
+    def resolve(self, name: str, version: int | None = None) -> ModelVersion:
+        """The version that serves a request for ``name`` (and ``version``, if given).
+
+        Raises:
+            ModelNotFoundError: no such model, or no such version of it.
+            ModelNotReadyError: the version exists but is not READY.
+        """
+        entry = self.entries.get(name)
+        if entry is None:
+            known = ", ".join(sorted(self.entries)) or "none"
+            raise ModelNotFoundError(f"no model named {name!r}; models served: {known}")
+        if version is None:
+            version = entry.default_version
+            if version is None:
+                states = ", ".join(
+                    f"{v}: {mv.state.value}" for v, mv in sorted(entry.versions.items())
+                )
+                raise ModelNotReadyError(f"model {name!r} has no READY version ({states})")
+        mv = entry.versions.get(version)
+        if mv is None:
+            known = ", ".join(str(v) for v in sorted(entry.versions))
+            raise ModelNotFoundError(f"model {name!r} has no version {version}; versions: {known}")
+        if mv.state is not ModelState.READY or mv.session is None:
+            why = f": {mv.reason}" if mv.reason else ""
+            raise ModelNotReadyError(f"model {name!r} version {version} is {mv.state.value}{why}")
+        return mv
+
+    async def run(
+        self,
+        mv: ModelVersion,
+        feeds: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run ``mv`` on validated ``feeds`` in a worker thread; returns dense arrays by name."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, _run_session, mv, feeds, outputs)
+
+    def _load_version(self, spec: ModelSpec, mv: ModelVersion, *, sessions: bool) -> None:
+        started = time.perf_counter()
+        mv.state = ModelState.LOADING
+        try:
+            if spec.problem is not None:
+                raise ModelLoadError(spec.problem)
+            mv.signature = read_signature(mv.path)
+            if sessions:
+                options = self._settings.session.merged(spec.config.session, where="session")
+                mv.session = _create_session(mv.path, options)
+                if self._settings.warmup:
+                    _run_session(mv, synthetic_inputs(mv.signature.inputs), None)
+        except (GatewayError, OSError) as exc:
+            mv.session = None
+            mv.state = ModelState.FAILED
+            mv.reason = self._public_reason(exc)
+            logger.warning(
+                "model version failed to load",
+                extra={"model": mv.model, "version": mv.version, "reason": mv.reason},
+            )
+            return
+        mv.load_seconds = time.perf_counter() - started
+        mv.state = ModelState.READY if sessions else ModelState.UNAVAILABLE
+        mv.reason = None if sessions else "signature read only"
+        if sessions:
+            logger.info(
+                "model version ready",
+                extra={"model": mv.model, "version": mv.version, "seconds": mv.load_seconds},
+            )
+
+    def _public_reason(self, exc: BaseException) -> str:
+        # Reasons are shown to clients; keep repository paths out of them.
+        text = exc.message if isinstance(exc, GatewayError) else str(exc)
+        return text.replace(str(self._root.resolve()), "<models>").replace(
+            str(self._root), "<models>"
+        )
+
+
+def synthetic_inputs(inputs: Iterable[IOSpec]) -> dict[str, np.ndarray]:
+    """One synthetic row per input (dynamic dimensions as 1, zeros or empty strings)."""
+    feeds: dict[str, np.ndarray] = {}
+    for spec in inputs:
+        shape = tuple(1 if d < 0 else d for d in spec.shape)
+        if spec.datatype is DataType.BYTES:
+            feeds[spec.name] = np.full(shape, "", dtype=object)
+        else:
+            feeds[spec.name] = np.zeros(shape, dtype=numpy_dtype(spec.datatype))
+    return feeds
+
+
+def _create_session(path: Path, options: SessionOptions) -> ort.InferenceSession:
+    available = set(ort.get_available_providers())
+    missing = [p for p in options.execution_providers if p not in available]
+    if missing:
+        raise ConfigError(
+            f"execution provider {missing[0]} is not available; available: "
+            + ", ".join(sorted(available))
+        )
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = options.intra_op_threads
+    so.inter_op_num_threads = options.inter_op_threads
+    so.graph_optimization_level = _OPT_LEVELS[options.graph_optimization_level]
+    so.log_severity_level = 3  # errors only: ORT's warnings go to stderr, not our logs
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=so, providers=list(options.execution_providers)
+        )
+    except Exception as exc:  # ORT raises Fail, InvalidGraph, NotImplemented, RuntimeException...
+        raise ModelLoadError(f"ONNX Runtime cannot load the model: {_ort_message(exc)}") from exc
+
+
+def _run_session(
+    mv: ModelVersion, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None
+) -> dict[str, np.ndarray]:
+    session, signature = mv.session, mv.signature
+    if session is None or signature is None:
+        raise ModelNotReadyError(f"model {mv.model!r} version {mv.version} is not loaded")
+    names = list(outputs) if outputs is not None else [o.name for o in signature.outputs]
+    try:
+        values: list[Any] = session.run(names, dict(feeds))
+    except ort.capi.onnxruntime_pybind11_state.InvalidArgument as exc:
+        raise InvalidInputError(f"the model rejected the input: {_ort_message(exc)}") from exc
+    except Exception as exc:
+        raise InferenceError(f"ONNX Runtime failed: {_ort_message(exc)}") from exc
+    result: dict[str, np.ndarray] = {}
+    for name, value in zip(names, values, strict=True):
+        spec = signature.output(name)
+        assert spec is not None  # names come from the signature or were validated against it
+        result[name] = _densify(value, spec)
+    return result
+
+
+def _densify(value: Any, spec: IOSpec) -> np.ndarray:
+    """Turn ORT's Python value for an output into the array the signature promises."""
+    if spec.kind is IOKind.TENSOR:
+        return np.asarray(value)
+    rows: list[Mapping[Any, Any]] = [value] if spec.kind is IOKind.MAP else list(value)
+    keys = list(spec.keys) if spec.keys else sorted(rows[0]) if rows else []
+    dense = np.array([[row[k] for k in keys] for row in rows], dtype=numpy_dtype(spec.datatype))
+    if not rows:
+        dense = dense.reshape(0, len(keys))
+    return dense[0] if spec.kind is IOKind.MAP else dense
+
+
+def _ort_message(exc: BaseException) -> str:
+    # ORT messages start with "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : "; keep the rest.
+    text = str(exc)
+    return text.rsplit(" : ", 1)[-1].strip() if text.startswith("[ONNXRuntimeError]") else text

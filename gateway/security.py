@@ -1,0 +1,85 @@
+"""What reaches clients when something fails: one stable code per error, no internals.
+
+``ErrorCodes`` is the one place where GraphQL errors get their ``extensions.code``
+(../shared/API.md). A ``GatewayError`` keeps its message and code; an unexpected exception is
+logged once with its traceback and an error id, and the client sees only "Internal error" and
+that id.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+
+from graphql import GraphQLError, GraphQLSyntaxError
+from strawberry.extensions import SchemaExtension
+
+from gateway.errors import GatewayError
+
+__all__ = ["ErrorCodes", "error_code"]
+
+logger = logging.getLogger(__name__)
+
+
+def error_code(error: GraphQLError, *, validation: bool = False) -> str:
+    """The contract's code for ``error``."""
+    original = error.original_error
+    if isinstance(error, GraphQLSyntaxError) or isinstance(original, GraphQLSyntaxError):
+        return "GRAPHQL_PARSE_FAILED"
+    if validation:
+        return "GRAPHQL_VALIDATION_FAILED"
+    if isinstance(original, GatewayError):
+        return original.code
+    if original is None and error.path is None:
+        # graphql-core reports variables that do not fit their declared type this way.
+        return "BAD_USER_INPUT"
+    return "INTERNAL_SERVER_ERROR"
+
+
+class ErrorCodes(SchemaExtension):
+    """Sets ``extensions.code`` on every error and masks unexpected ones."""
+
+    _validation_errors: list[GraphQLError]
+
+    def on_validate(self) -> Iterator[None]:
+        yield
+        self._validation_errors = list(self.execution_context.pre_execution_errors or ())
+
+    def on_operation(self) -> Iterator[None]:
+        self._validation_errors = []
+        yield
+        result = self.execution_context.result
+        if result is None or not result.errors:
+            return
+        result.errors = [self._format(e) for e in result.errors]
+
+    def _format(self, error: GraphQLError) -> GraphQLError:
+        validation = any(error is e for e in self._validation_errors)
+        code = error_code(error, validation=validation)
+        original = error.original_error
+        extensions = dict(error.extensions or {})
+        message = error.message
+        if code == "INTERNAL_SERVER_ERROR" and not (
+            isinstance(original, GatewayError) and original.public
+        ):
+            error_id = uuid.uuid4().hex[:16]
+            logger.error(
+                "internal error %s in %s",
+                error_id,
+                ".".join(str(p) for p in error.path or ()) or "operation",
+                exc_info=original or error,
+                extra={"error_id": error_id},
+            )
+            message = f"Internal error (error id {error_id})"
+            extensions["errorId"] = error_id
+        extensions["code"] = code
+        return GraphQLError(
+            message,
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            original_error=None,
+            extensions=extensions,
+        )

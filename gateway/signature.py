@@ -1,0 +1,213 @@
+"""Read a model's signature from its ONNX file: inputs, outputs, class labels.
+
+Uses the ``onnx`` package only, so a schema can be built (``gateway export-schema``) without
+creating ONNX Runtime sessions. Non-tensor outputs that converters emit by default (skl2onnx's
+ZipMap: a sequence of label-to-probability maps) are described as the dense tensor the gateway
+turns them into: FP32 ``[N, classes]``, columns in class order.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from gateway.errors import ModelLoadError
+from gateway.tensors import DataType, TensorSpec, datatype_from_elem_type
+
+__all__ = ["IOKind", "IOSpec", "Signature", "read_signature", "signature_from_proto"]
+
+_CLASSIFIER_OPS = {"LinearClassifier", "TreeEnsembleClassifier", "SVMClassifier"}
+
+
+class IOKind(enum.Enum):
+    """How a value is represented in the ONNX graph."""
+
+    TENSOR = "tensor"
+    SEQUENCE_OF_MAPS = "sequence_of_maps"  # e.g. ZipMap: [{label: p, ...}, ...] -> [N, C]
+    MAP = "map"  # {key: value} -> [C]
+
+
+@dataclass(frozen=True, slots=True)
+class IOSpec:
+    """One input or output as the gateway presents it."""
+
+    name: str
+    datatype: DataType
+    shape: tuple[int, ...]  # -1 = dynamic dimension
+    kind: IOKind = IOKind.TENSOR
+    #: The ONNX type as written in the graph, e.g. ``seq(map(int64,tensor(float)))``.
+    onnx_type: str = ""
+    #: Map keys in column order, for map outputs whose keys the graph declares.
+    keys: tuple[str | int, ...] | None = None
+
+    @property
+    def tensor(self) -> TensorSpec:
+        """This value as a plain tensor spec."""
+        return TensorSpec(self.name, self.datatype, self.shape)
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """A model's inputs and outputs, and its class labels when the graph declares them."""
+
+    inputs: tuple[IOSpec, ...]
+    outputs: tuple[IOSpec, ...]
+    class_labels: tuple[str | int, ...] | None = None
+    opset: int = 0
+
+    def input(self, name: str) -> IOSpec | None:
+        """The input called ``name``, if any."""
+        return next((i for i in self.inputs if i.name == name), None)
+
+    def output(self, name: str) -> IOSpec | None:
+        """The output called ``name``, if any."""
+        return next((o for o in self.outputs if o.name == name), None)
+
+
+def read_signature(path: Path) -> Signature:
+    """Read the signature of the ONNX model at ``path``.
+
+    Raises:
+        ModelLoadError: the file is not an ONNX model, or uses types the gateway cannot serve.
+    """
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError, OSError, ValueError...
+        raise ModelLoadError(f"not a readable ONNX model ({type(exc).__name__})") from exc
+    return signature_from_proto(proto)
+
+
+def signature_from_proto(proto: onnx.ModelProto) -> Signature:
+    """The signature of an in-memory ONNX model (see ``read_signature``)."""
+    graph = proto.graph
+    if not graph.output:
+        raise ModelLoadError("the graph has no outputs")
+    initializers = {i.name for i in graph.initializer}
+    class_labels = _class_labels(graph)
+    map_keys = _map_keys(graph)
+    inputs = tuple(
+        _io_spec(v, map_keys, is_input=True) for v in graph.input if v.name not in initializers
+    )
+    outputs = tuple(_io_spec(v, map_keys, is_input=False) for v in graph.output)
+    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    return Signature(inputs, outputs, class_labels, opset)
+
+
+def _io_spec(
+    value: onnx.ValueInfoProto, map_keys: dict[str, tuple[str | int, ...]], *, is_input: bool
+) -> IOSpec:
+    type_proto = value.type
+    onnx_type = _type_text(type_proto)
+    where = f"{'input' if is_input else 'output'} {value.name!r} of type {onnx_type}"
+    which = type_proto.WhichOneof("value")
+    if which == "tensor_type":
+        datatype = _datatype(type_proto.tensor_type.elem_type, where)
+        return IOSpec(value.name, datatype, _shape(type_proto.tensor_type), onnx_type=onnx_type)
+    if is_input:
+        raise ModelLoadError(f"{where}: only tensor inputs can be served")
+    keys = map_keys.get(value.name)
+    columns = len(keys) if keys else -1
+    if which == "sequence_type":
+        elem = type_proto.sequence_type.elem_type
+        if elem.WhichOneof("value") == "map_type":
+            value_type = elem.map_type.value_type
+            _map_value_datatype(value_type, where)
+            return IOSpec(
+                value.name, DataType.FP32, (-1, columns), IOKind.SEQUENCE_OF_MAPS, onnx_type, keys
+            )
+    if which == "map_type":
+        datatype = _map_value_datatype(type_proto.map_type.value_type, where)
+        return IOSpec(value.name, datatype, (columns,), IOKind.MAP, onnx_type, keys)
+    raise ModelLoadError(f"{where}: the gateway serves tensor, map and sequence-of-map outputs")
+
+
+def _map_value_datatype(value_type: onnx.TypeProto, where: str) -> DataType:
+    if value_type.WhichOneof("value") != "tensor_type":
+        raise ModelLoadError(f"{where}: map values must be tensors")
+    datatype = _datatype(value_type.tensor_type.elem_type, where)
+    # ORT gives map values as Python floats; FP32 is what every converter declares.
+    return DataType.FP32 if datatype in (DataType.FP16, DataType.FP64) else datatype
+
+
+def _datatype(elem_type: int, where: str) -> DataType:
+    datatype = datatype_from_elem_type(elem_type)
+    if datatype is None:
+        name = onnx.TensorProto.DataType.Name(elem_type)
+        raise ModelLoadError(f"{where}: element type {name} is not supported")
+    return datatype
+
+
+def _shape(tensor_type: onnx.TypeProto.Tensor) -> tuple[int, ...]:
+    if not tensor_type.HasField("shape"):
+        return ()
+    return tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim)
+
+
+def _type_text(type_proto: onnx.TypeProto) -> str:
+    which = type_proto.WhichOneof("value")
+    if which == "tensor_type":
+        elem = type_proto.tensor_type.elem_type
+        return f"tensor({_ELEM_NAMES.get(elem, onnx.TensorProto.DataType.Name(elem).lower())})"
+    if which == "sequence_type":
+        return f"seq({_type_text(type_proto.sequence_type.elem_type)})"
+    if which == "map_type":
+        key = _ELEM_NAMES.get(type_proto.map_type.key_type, "?")
+        return f"map({key},{_type_text(type_proto.map_type.value_type)})"
+    if which == "optional_type":
+        return f"optional({_type_text(type_proto.optional_type.elem_type)})"
+    return str(which)
+
+
+_ELEM_NAMES: dict[int, str] = {
+    onnx.TensorProto.FLOAT: "float",
+    onnx.TensorProto.DOUBLE: "double",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.BFLOAT16: "bfloat16",
+    onnx.TensorProto.BOOL: "bool",
+    onnx.TensorProto.STRING: "string",
+    onnx.TensorProto.INT8: "int8",
+    onnx.TensorProto.INT16: "int16",
+    onnx.TensorProto.INT32: "int32",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.UINT8: "uint8",
+    onnx.TensorProto.UINT16: "uint16",
+    onnx.TensorProto.UINT32: "uint32",
+    onnx.TensorProto.UINT64: "uint64",
+}
+
+
+def _labels_of(node: onnx.NodeProto) -> tuple[str | int, ...] | None:
+    for attr in node.attribute:
+        if attr.name in ("classlabels_int64s", "classlabels_ints") and attr.ints:
+            return tuple(int(i) for i in attr.ints)
+        if attr.name == "classlabels_strings" and attr.strings:
+            return tuple(s.decode("utf-8", "replace") for s in attr.strings)
+    return None
+
+
+def _class_labels(graph: onnx.GraphProto) -> tuple[str | int, ...] | None:
+    for node in graph.node:
+        if node.domain == "ai.onnx.ml" and node.op_type in _CLASSIFIER_OPS | {"ZipMap"}:
+            labels = _labels_of(node)
+            if labels:
+                return labels
+    return None
+
+
+def _map_keys(graph: onnx.GraphProto) -> dict[str, tuple[str | int, ...]]:
+    """Keys of the maps each ZipMap node writes, by output name (ZipMap feeds outputs directly
+    or through an Identity/Cast, as skl2onnx emits)."""
+    producers = {out: node for node in graph.node for out in node.output}
+    keys: dict[str, tuple[str | int, ...]] = {}
+    for output in graph.output:
+        node = producers.get(output.name)
+        while node is not None and node.op_type in ("Identity", "Cast") and node.input:
+            node = producers.get(node.input[0])
+        if node is not None and node.op_type == "ZipMap":
+            labels = _labels_of(node)
+            if labels:
+                keys[output.name] = labels
+    return keys

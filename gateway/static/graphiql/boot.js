@@ -1,0 +1,82 @@
+/*
+ * Boots GraphiQL for the prediction gateway. Part of the gateway (Apache-2.0), not vendored.
+ *
+ * It reads its settings from the page's <script type="application/json" id="graphiql-config">
+ * element ({"endpoint": URL, "tabs": [{"query": ..., "variables": ...}]}), so that the page
+ * needs no inline JavaScript and works under a Content-Security-Policy without 'unsafe-inline'
+ * or 'unsafe-eval'. Globals it uses come from the vendored UMD bundles: React, ReactDOM,
+ * GraphiQL and (optionally) GraphiQLPluginExplorer.
+ */
+(function () {
+  "use strict";
+
+  const config = JSON.parse(document.getElementById("graphiql-config").textContent);
+  // Relative endpoints resolve against the page, so the page works behind a path prefix.
+  const endpoint = new URL(config.endpoint, document.baseURI).href;
+
+  // GraphiQL works out the operation name a moment after the query editor changes (e.g. on
+  // switching tabs), so a quick Run can send the previous tab's name with this tab's query. A
+  // document with a single operation needs no name, so a name it does not define is dropped.
+  function withValidOperationName(params) {
+    if (!params.operationName) return params;
+    let operations;
+    try {
+      operations = GraphiQL.GraphQL.parse(params.query).definitions.filter(
+        (definition) => definition.kind === "OperationDefinition",
+      );
+    } catch (error) {
+      return params; // the server reports the syntax error
+    }
+    const names = operations.map((operation) => operation.name && operation.name.value);
+    if (operations.length === 1 && !names.includes(params.operationName)) {
+      return { ...params, operationName: undefined };
+    }
+    return params;
+  }
+
+  async function fetcher(params, options) {
+    const headers = {
+      Accept: "application/graphql-response+json, application/json",
+      ...((options && options.headers) || {}),
+      "Content-Type": "application/json",
+    };
+    const response = await fetch(endpoint, {
+      method: "POST",
+      headers: headers,
+      body: JSON.stringify(withValidOperationName(params)),
+      credentials: "same-origin",
+    });
+    const text = await response.text();
+    try {
+      // The whole body goes to GraphiQL, so `extensions` are shown next to `data`/`errors`.
+      return JSON.parse(text);
+    } catch (error) {
+      return {
+        errors: [
+          {
+            message:
+              "The server answered HTTP " + response.status + " " + response.statusText +
+              " with a body that is not JSON.",
+            extensions: { body: text.slice(0, 2000) },
+          },
+        ],
+      };
+    }
+  }
+
+  const tabs = config.tabs.length > 0 ? config.tabs : undefined;
+  const plugins = window.GraphiQLPluginExplorer
+    ? [window.GraphiQLPluginExplorer.explorerPlugin()]
+    : [];
+
+  const root = ReactDOM.createRoot(document.getElementById("graphiql"));
+  root.render(
+    React.createElement(GraphiQL, {
+      fetcher: fetcher,
+      defaultTabs: tabs,
+      plugins: plugins,
+      shouldPersistHeaders: false,
+      defaultEditorToolsVisibility: tabs && tabs[0].variables ? "variables" : undefined,
+    }),
+  );
+})();

@@ -1,0 +1,351 @@
+"""The typed view of a model: rows of named fields in, rows of named predictions out.
+
+``build_typed_model`` decides, from the ONNX signature and ``model.toml``, which GraphQL input
+fields a row has (one per named feature, else one per input tensor) and what a prediction holds
+(a classifier's label and per-class probabilities, else one field per output tensor). It is pure:
+Strawberry types are made from it in ``gateway.api.predict``.
+
+Rows are stacked along the first dimension when every input has a dynamic first dimension
+(``batched``): a list of rows is one model run. Otherwise each row is its own run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gateway.errors import ConfigError, InferenceError, InvalidInputError
+from gateway.naming import field_name, type_name
+from gateway.repository import ModelConfig
+from gateway.signature import IOKind, IOSpec, Signature
+from gateway.tensors import DataType, numpy_dtype
+
+__all__ = [
+    "RESERVED_PREDICTION_FIELDS",
+    "Classifier",
+    "InputField",
+    "OutputField",
+    "TypedModel",
+    "build_typed_model",
+]
+
+#: Fields every prediction type has; an output that derives to one of these is a clash.
+RESERVED_PREDICTION_FIELDS = frozenset({"label", "probabilities", "modelVersion"})
+_LABEL_TYPES = {DataType.INT64, DataType.INT32, DataType.BYTES}
+_FLOAT_TYPES = {DataType.FP16, DataType.FP32, DataType.FP64}
+_INT_RANGES = {
+    dt: (int(np.iinfo(numpy_dtype(dt)).min), int(np.iinfo(numpy_dtype(dt)).max))
+    for dt in (
+        DataType.INT8,
+        DataType.INT16,
+        DataType.UINT8,
+        DataType.UINT16,
+        DataType.UINT32,
+        DataType.UINT64,
+        DataType.INT32,
+        DataType.INT64,
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class InputField:
+    """One field of a model's GraphQL input type."""
+
+    graphql: str
+    source: str  # the feature or tensor name it came from
+    tensor: str
+    column: int | None  # its column in a named-feature [N, F] input; None = the whole row value
+    datatype: DataType
+    row_shape: tuple[int, ...]  # shape of one row's value; () = a scalar
+
+
+@dataclass(frozen=True, slots=True)
+class OutputField:
+    """One field of a model's GraphQL prediction type, from one output tensor."""
+
+    graphql: str
+    tensor: str
+    datatype: DataType
+    row_shape: tuple[int, ...]  # shape of one row's value; () = a scalar
+
+
+@dataclass(frozen=True, slots=True)
+class Classifier:
+    """Where a classifier's label and probabilities are, and what its classes are called."""
+
+    label_output: str
+    probability_output: str
+    class_names: tuple[str, ...] | None  # by probability column; None = known only at run time
+    label_names: Mapping[str, str]  # the label output's value (as text) -> class name
+
+
+@dataclass(frozen=True, slots=True)
+class TypedModel:
+    """Everything needed to build and serve a model's typed GraphQL field."""
+
+    model: str
+    field: str  # e.g. "iris"; the batch field is field + "Batch"
+    type_stem: str  # e.g. "Iris": types IrisInput and IrisPrediction
+    signature: Signature
+    batched: bool
+    inputs: tuple[InputField, ...]
+    outputs: tuple[OutputField, ...]
+    classifier: Classifier | None
+
+    @property
+    def batch_field(self) -> str:
+        """The field that takes a list of rows."""
+        return f"{self.field}Batch"
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The output tensors a prediction needs."""
+        names = [o.tensor for o in self.outputs]
+        if self.classifier is not None:
+            names += [self.classifier.label_output, self.classifier.probability_output]
+        return tuple(names)
+
+    def feeds(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        """Input tensors for ``rows`` (each a mapping of GraphQL field name to value).
+
+        With ``batched`` the rows are stacked into one run; otherwise pass one row at a time.
+
+        Raises:
+            InvalidInputError: a value does not fit its tensor (range, nested shape).
+        """
+        columns: dict[str, list[np.ndarray]] = {}
+        for f in self.inputs:
+            values = [row[f.graphql] for row in rows]
+            columns.setdefault(f.tensor, []).append(_column(f, values, len(rows)))
+        feeds: dict[str, np.ndarray] = {}
+        for spec in self.signature.inputs:
+            parts = columns[spec.name]
+            # Named features are columns of one [N, F] tensor; otherwise one field per tensor.
+            array = np.stack(parts, axis=1) if len(spec.shape) == 2 and len(parts) > 1 else parts[0]
+            if not _has_leading(spec, self.batched):
+                array = array[0]  # a whole-tensor row: the tensor itself
+            elif array.ndim < len(spec.shape):
+                array = array.reshape(len(rows), *(1 for _ in spec.shape[1:]))  # squeezed [N, 1]
+            feeds[spec.name] = array
+        return feeds
+
+    def predictions(self, outputs: Mapping[str, np.ndarray], rows: int) -> list[dict[str, Any]]:
+        """Per-row prediction values (field name -> value) from the model's outputs."""
+        result: list[dict[str, Any]] = [{} for _ in range(rows)]
+        for f in self.outputs:
+            array = self._rows(outputs, f.tensor, rows)
+            if f.row_shape == ():
+                array = array.reshape(rows)
+            for row, value in zip(result, _to_python(array, f.datatype), strict=True):
+                row[f.graphql] = value
+        if self.classifier is not None:
+            self._classify(outputs, rows, result)
+        return result
+
+    def _rows(self, outputs: Mapping[str, np.ndarray], name: str, rows: int) -> np.ndarray:
+        array = outputs[name]
+        spec = self.signature.output(name)
+        assert spec is not None
+        if not _has_leading(spec, self.batched):
+            return array[np.newaxis]  # a whole-tensor output belongs to the single row
+        if array.ndim == 0 or array.shape[0] != rows:
+            raise InferenceError(
+                f"output {name!r} has {array.shape[0] if array.ndim else 0} rows "
+                f"for {rows} input rows"
+            )
+        return array
+
+    def _classify(
+        self, outputs: Mapping[str, np.ndarray], rows: int, result: list[dict[str, Any]]
+    ) -> None:
+        c = self.classifier
+        assert c is not None
+        labels = self._rows(outputs, c.label_output, rows)
+        probs = self._rows(outputs, c.probability_output, rows).reshape(rows, -1)
+        names = c.class_names or tuple(str(i) for i in range(probs.shape[1]))
+        for row, label, p in zip(
+            result, labels.reshape(rows).tolist(), probs.tolist(), strict=True
+        ):
+            text = label if isinstance(label, str) else str(label)
+            row["label"] = c.label_names.get(text, text)
+            row["probabilities"] = list(zip(names, p, strict=True))
+
+
+def build_typed_model(name: str, signature: Signature, config: ModelConfig) -> TypedModel:
+    """Derive the typed view of a model.
+
+    Raises:
+        ConfigError: a GraphQL name cannot be derived or clashes, or model.toml does not fit the
+            signature; the model is then served through the generic API only.
+    """
+    stem = type_name(name)
+    field = field_name(name, role="model")
+    if stem is None or field is None:
+        raise ConfigError(f"no GraphQL name can be derived from the model name {name!r}")
+    batched = all(len(i.shape) >= 1 and i.shape[0] == -1 for i in signature.inputs) and all(
+        len(o.shape) >= 1 and o.shape[0] == -1 for o in signature.outputs
+    )
+    inputs = tuple(_input_fields(signature, config, batched))
+    _check_unique([f.graphql for f in inputs], "input", [f.source for f in inputs])
+    classifier = _classifier(signature, config, batched)
+    taken = {classifier.label_output, classifier.probability_output} if classifier else set()
+    outputs = tuple(_output_field(o, batched) for o in signature.outputs if o.name not in taken)
+    names = [o.graphql for o in outputs]
+    _check_unique(names, "output", [o.tensor for o in outputs])
+    for o in outputs:
+        if o.graphql in RESERVED_PREDICTION_FIELDS:
+            raise ConfigError(f"output {o.tensor!r} derives to the reserved field {o.graphql!r}")
+    return TypedModel(name, field, stem, signature, batched, inputs, outputs, classifier)
+
+
+def _has_leading(spec: IOSpec, batched: bool) -> bool:
+    """Whether the first dimension counts rows (else a row is the whole tensor)."""
+    return batched or (len(spec.shape) >= 1 and spec.shape[0] in (-1, 1))
+
+
+def _row_shape(spec: IOSpec, batched: bool) -> tuple[int, ...]:
+    shape = spec.shape[1:] if _has_leading(spec, batched) else spec.shape
+    return () if shape == (1,) else shape
+
+
+def _input_fields(signature: Signature, config: ModelConfig, batched: bool) -> list[InputField]:
+    named = dict(config.features)
+    if "" in named:
+        if len(signature.inputs) != 1:
+            raise ConfigError("model.toml 'features' needs a model with one input; use [inputs.X]")
+        named[signature.inputs[0].name] = named.pop("")
+    unknown = sorted(set(named) - {i.name for i in signature.inputs})
+    if unknown:
+        raise ConfigError(f"model.toml names features of {unknown[0]!r}, which is not an input")
+    fields: list[InputField] = []
+    for spec in signature.inputs:
+        row_shape = _row_shape(spec, batched)
+        features = named.get(spec.name)
+        if features is None:
+            gql = field_name(spec.name, role="input")
+            if gql is None:
+                raise ConfigError(f"no GraphQL name can be derived from input {spec.name!r}")
+            fields.append(InputField(gql, spec.name, spec.name, None, spec.datatype, row_shape))
+            continue
+        columns = spec.shape[1:] if _has_leading(spec, batched) else spec.shape
+        if len(columns) != 1 or columns[0] not in (-1, len(features)):
+            raise ConfigError(
+                f"model.toml lists {len(features)} features for input {spec.name!r} of shape "
+                f"{list(spec.shape)}; expected a [N, {len(features)}] input"
+            )
+        for column, feature in enumerate(features):
+            gql = field_name(feature, role="feature")
+            if gql is None:
+                raise ConfigError(f"no GraphQL name can be derived from feature {feature!r}")
+            fields.append(InputField(gql, feature, spec.name, column, spec.datatype, ()))
+    return fields
+
+
+def _output_field(spec: IOSpec, batched: bool) -> OutputField:
+    gql = field_name(spec.name, role="output")
+    if gql is None:
+        raise ConfigError(f"no GraphQL name can be derived from output {spec.name!r}")
+    return OutputField(gql, spec.name, spec.datatype, _row_shape(spec, batched))
+
+
+def _classifier(signature: Signature, config: ModelConfig, batched: bool) -> Classifier | None:
+    labels = [
+        o
+        for o in signature.outputs
+        if o.kind is IOKind.TENSOR and o.datatype in _LABEL_TYPES and _row_shape(o, batched) == ()
+    ]
+    probs = [
+        o
+        for o in signature.outputs
+        if o.kind is IOKind.SEQUENCE_OF_MAPS
+        or (
+            o.datatype in _FLOAT_TYPES
+            and len(_row_shape(o, batched)) == 1
+            and ("prob" in o.name.lower() or signature.class_labels or config.labels)
+        )
+    ]
+    if len(labels) != 1 or len(probs) != 1:
+        return None
+    label, prob = labels[0], probs[0]
+    columns = prob.shape[-1]
+    known = prob.keys or signature.class_labels
+    if config.labels is not None:
+        if columns not in (-1, len(config.labels)) or (known and len(known) != len(config.labels)):
+            raise ConfigError(
+                f"model.toml has {len(config.labels)} labels but the model has "
+                f"{len(known) if known else columns} classes"
+            )
+        names: tuple[str, ...] | None = config.labels
+    else:
+        names = tuple(str(k) for k in known) if known else None
+    label_names: dict[str, str] = {}
+    if names is not None and label.datatype is not DataType.BYTES:
+        keys = [str(k) for k in known] if known else [str(i) for i in range(len(names))]
+        label_names = dict(zip(keys, names, strict=True))
+    return Classifier(label.name, prob.name, names, label_names)
+
+
+def _check_unique(names: list[str], role: str, sources: list[str]) -> None:
+    seen: dict[str, str] = {}
+    for gql, source in zip(names, sources, strict=True):
+        if gql in seen:
+            raise ConfigError(
+                f"{role}s {seen[gql]!r} and {source!r} both derive to the GraphQL name {gql!r}"
+            )
+        seen[gql] = source
+
+
+def _column(f: InputField, values: list[Any], rows: int) -> np.ndarray:
+    dtype = numpy_dtype(f.datatype)
+    try:
+        array = (
+            np.asarray(values, dtype=dtype)
+            if f.datatype is not DataType.BYTES
+            else (_strings(values))
+        )
+    except (ValueError, TypeError) as exc:
+        raise InvalidInputError(
+            f"{f.graphql}: rows must all have the shape {list(f.row_shape)} (-1 = any size)"
+        ) from exc
+    expected = (rows, *f.row_shape)
+    if array.ndim != len(expected) or any(
+        e not in (-1, a) for e, a in zip(expected, array.shape, strict=True)
+    ):
+        raise InvalidInputError(
+            f"{f.graphql}: got a value of shape {list(array.shape[1:])}, expected "
+            f"{list(f.row_shape)} (-1 = any size)"
+        )
+    if f.datatype in _INT_RANGES:
+        low, high = _INT_RANGES[f.datatype]
+        raw = np.asarray(values)
+        if raw.size and (raw.min() < low or raw.max() > high):
+            raise InvalidInputError(
+                f"{f.graphql}: value out of range for {f.datatype.value} ({low} to {high})"
+            )
+    elif f.datatype in _FLOAT_TYPES and array.size and not np.isfinite(array).all():
+        raise InvalidInputError(f"{f.graphql}: value too large for {f.datatype.value}")
+    return array
+
+
+def _strings(values: list[Any]) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    if any(isinstance(v, list) for v in values):
+        raise ValueError("nested strings")
+    return array
+
+
+def _to_python(array: np.ndarray, datatype: DataType) -> list[Any]:
+    if datatype in _FLOAT_TYPES:
+        values = array.astype(np.float64)
+        if not np.isfinite(values).all():
+            # GraphQL Float cannot carry NaN or infinity: those become null.
+            obj = values.astype(object)
+            obj[~np.isfinite(values)] = None
+            return list(obj.tolist())
+        return list(values.tolist())
+    return list(array.tolist())

@@ -1,0 +1,231 @@
+"""Shared fixtures: tiny ONNX models built with onnx.helper, repositories, in-process and live
+gateways."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from gateway.api import GatewayContext, GatewaySchema, build_schema
+from gateway.config import Settings
+from gateway.repository import scan_repository
+from gateway.runtime import ModelRuntime
+from gateway.security import ErrorCodes
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_MODELS = ROOT / "models"
+OPSET = 17
+
+
+def tensor_info(
+    name: str, elem_type: int, shape: Sequence[int | str | None]
+) -> onnx.ValueInfoProto:
+    """A tensor input/output; a str or None dimension is dynamic."""
+    return helper.make_tensor_value_info(name, elem_type, list(shape))
+
+
+def make_model(
+    nodes: Sequence[onnx.NodeProto],
+    inputs: Sequence[onnx.ValueInfoProto],
+    outputs: Sequence[onnx.ValueInfoProto],
+    *,
+    initializers: Sequence[onnx.TensorProto] = (),
+    opset: int = OPSET,
+    ml_opset: int | None = None,
+) -> onnx.ModelProto:
+    """A checked ONNX model from nodes (IR version that current ONNX Runtime accepts)."""
+    graph = helper.make_graph(list(nodes), "test", list(inputs), list(outputs), list(initializers))
+    opsets = [helper.make_opsetid("", opset)]
+    if ml_opset is not None:
+        opsets.append(helper.make_opsetid("ai.onnx.ml", ml_opset))
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="gateway-tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def identity_model(
+    elem_type: int = TensorProto.FLOAT,
+    shape: Sequence[int | str | None] = ("N", 4),
+    *,
+    input_name: str = "x",
+    output_name: str = "y",
+) -> onnx.ModelProto:
+    """y = x, for any element type and shape."""
+    return make_model(
+        [helper.make_node("Identity", [input_name], [output_name])],
+        [tensor_info(input_name, elem_type, shape)],
+        [tensor_info(output_name, elem_type, shape)],
+    )
+
+
+def write_repository(
+    root: Path,
+    models: Mapping[str, onnx.ModelProto | bytes],
+    tomls: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``{"name/1": model}`` (or ``{"name.onnx": model}``) and ``{"name": toml}`` files."""
+    root.mkdir(parents=True, exist_ok=True)
+    for key, model in models.items():
+        path = root / key if key.endswith(".onnx") else root / key / "model.onnx"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(model if isinstance(model, bytes) else model.SerializeToString())
+    for name, text in (tomls or {}).items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        (root / name / "model.toml").write_text(text, encoding="utf-8")
+    return root
+
+
+@dataclass
+class InProcessGateway:
+    """A loaded runtime and its schema, executed without a server."""
+
+    runtime: ModelRuntime
+    built: GatewaySchema
+    settings: Settings
+
+    def execute(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Run an operation; returns the response as a client would see it (JSON round trip)."""
+        context = GatewayContext(self.runtime, self.settings, self.built.typed)
+        result = asyncio.run(
+            self.built.schema.execute(query, variable_values=variables, context_value=context)
+        )
+        response: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            response["errors"] = [e.formatted for e in result.errors]
+        return dict(json.loads(json.dumps(response)))
+
+    @property
+    def sdl(self) -> str:
+        return self.built.as_sdl()
+
+
+def load_gateway(root: Path, **settings: Any) -> InProcessGateway:
+    """Scan, load and build the schema of the repository at ``root``."""
+    environ = {"GATEWAY_MODELS": str(root), "GATEWAY_INFERENCE_THREADS": "2"}
+    config = Settings.load(environ=environ, flags=settings)
+    runtime = ModelRuntime(config, scan_repository(root))
+    runtime.load_all()
+    built = build_schema(list(runtime.entries.values()), extensions=[ErrorCodes])
+    return InProcessGateway(runtime, built, config)
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> Iterator[Any]:
+    """Build an in-process gateway from ``{"name/1": model}``; runtimes are closed afterwards."""
+    made: list[InProcessGateway] = []
+
+    def factory(
+        models: Mapping[str, onnx.ModelProto | bytes],
+        tomls: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> InProcessGateway:
+        root = write_repository(tmp_path / f"repo{len(made)}", models, tomls)
+        gateway = load_gateway(root, **settings)
+        made.append(gateway)
+        return gateway
+
+    yield factory
+    for gateway in made:
+        gateway.runtime.close()
+
+
+@pytest.fixture(scope="session")
+def example_gateway() -> Iterator[InProcessGateway]:
+    """The bundled example models, in-process."""
+    gateway = load_gateway(EXAMPLE_MODELS)
+    yield gateway
+    gateway.runtime.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    """A real ``gateway serve`` process on 127.0.0.1."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> httpx.Response:
+        return httpx.post(
+            f"{self.url}/graphql", json={"query": query, "variables": variables}, timeout=30
+        )
+
+
+def start_server(
+    models: Path, log: Path, *, env: Mapping[str, str] | None = None, wait_ready: bool = True
+) -> LiveServer:
+    """Start ``python -m gateway serve`` on a free port; wait until it answers (bounded)."""
+    port = free_port()
+    environ = {**os.environ, "GATEWAY_LOG_LEVEL": "info", **(env or {})}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "serve",
+                "--models",
+                str(models),
+                "--port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=environ,
+            cwd=ROOT,
+        )
+    server = LiveServer(f"http://127.0.0.1:{port}", process, log)
+    deadline = time.monotonic() + 60
+    probe = "/readyz" if wait_ready else "/healthz"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text(errors='replace')}")
+        try:
+            if httpx.get(server.url + probe, timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    stop_server(server)
+    raise RuntimeError(f"server not ready in time: {log.read_text(errors='replace')}")
+
+
+def stop_server(server: LiveServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def example_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A real server on the bundled example models, shared by the end-to-end tests."""
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    server = start_server(EXAMPLE_MODELS, log)
+    yield server
+    stop_server(server)

@@ -31,8 +31,9 @@ def error_code(error: GraphQLError, *, validation: bool = False) -> str:
         return "GRAPHQL_VALIDATION_FAILED"
     if isinstance(original, GatewayError):
         return original.code
-    if original is None and error.path is None:
-        # graphql-core reports variables that do not fit their declared type this way.
+    if error.path is None and (original is None or isinstance(original, GraphQLError)):
+        # graphql-core reports variables that do not fit their declared type this way (with the
+        # coercion's own GraphQLError as the original, or none).
         return "BAD_USER_INPUT"
     return "INTERNAL_SERVER_ERROR"
 

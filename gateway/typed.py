@@ -127,7 +127,7 @@ class TypedModel:
             # Named features are columns of one [N, F] tensor; otherwise one field per tensor.
             array = np.stack(parts, axis=1) if len(spec.shape) == 2 and len(parts) > 1 else parts[0]
             if not _has_leading(spec, self.batched):
-                array = array[0]  # a whole-tensor row: the tensor itself
+                array = array[0, ...]  # a whole-tensor row: the tensor itself (0-d stays an array)
             elif array.ndim < len(spec.shape):
                 array = array.reshape(len(rows), *(1 for _ in spec.shape[1:]))  # squeezed [N, 1]
             feeds[spec.name] = array
@@ -302,11 +302,14 @@ def _check_unique(names: list[str], role: str, sources: list[str]) -> None:
 def _column(f: InputField, values: list[Any], rows: int) -> np.ndarray:
     dtype = numpy_dtype(f.datatype)
     try:
-        array = (
-            np.asarray(values, dtype=dtype)
-            if f.datatype is not DataType.BYTES
-            else (_strings(values))
-        )
+        if f.datatype is DataType.BYTES:
+            array = _strings(values)
+        else:
+            if f.datatype in _INT_RANGES:
+                # Checked before the conversion: numpy raises OverflowError on out-of-range ints.
+                _check_range(f, np.asarray(values))
+            with np.errstate(over="ignore"):  # overflow to infinity is reported below
+                array = np.asarray(values, dtype=dtype)
     except (ValueError, TypeError) as exc:
         raise InvalidInputError(
             f"{f.graphql}: rows must all have the shape {list(f.row_shape)} (-1 = any size)"
@@ -319,23 +322,24 @@ def _column(f: InputField, values: list[Any], rows: int) -> np.ndarray:
             f"{f.graphql}: got a value of shape {list(array.shape[1:])}, expected "
             f"{list(f.row_shape)} (-1 = any size)"
         )
-    if f.datatype in _INT_RANGES:
-        low, high = _INT_RANGES[f.datatype]
-        raw = np.asarray(values)
-        if raw.size and (raw.min() < low or raw.max() > high):
-            raise InvalidInputError(
-                f"{f.graphql}: value out of range for {f.datatype.value} ({low} to {high})"
-            )
-    elif f.datatype in _FLOAT_TYPES and array.size and not np.isfinite(array).all():
+    if f.datatype in _FLOAT_TYPES and array.size and not np.isfinite(array).all():
         raise InvalidInputError(f"{f.graphql}: value too large for {f.datatype.value}")
     return array
 
 
+def _check_range(f: InputField, raw: np.ndarray) -> None:
+    low, high = _INT_RANGES[f.datatype]
+    if raw.size and (raw.min() < low or raw.max() > high):
+        raise InvalidInputError(
+            f"{f.graphql}: value out of range for {f.datatype.value} ({low} to {high})"
+        )
+
+
 def _strings(values: list[Any]) -> np.ndarray:
-    array = np.empty(len(values), dtype=object)
-    array[:] = values
-    if any(isinstance(v, list) for v in values):
-        raise ValueError("nested strings")
+    # dtype=object keeps the Python strings; numpy leaves a ragged nesting as an array of lists.
+    array = np.array(values, dtype=object)
+    if any(isinstance(v, list) for v in array.flat):
+        raise ValueError("ragged nested strings")
     return array
 
 

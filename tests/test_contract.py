@@ -106,6 +106,6 @@ def test_schema_honours_every_type_field_and_argument_of_the_contract() -> None:
                 assert ofield is not None, f"{name}.{fname} missing"
                 assert str(ofield.type) == str(cfield.type), f"{name}.{fname}"
                 for aname, carg in getattr(cfield, "args", {}).items():
-                    oarg = ofield.args.get(aname)  # type: ignore[union-attr]
+                    oarg = ofield.args.get(aname)
                     assert oarg is not None, f"{name}.{fname}({aname}) missing"
                     assert str(oarg.type) == str(carg.type), f"{name}.{fname}({aname})"

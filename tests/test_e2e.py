@@ -99,13 +99,13 @@ def test_typed_regressor_image_and_text_models(example_server: LiveServer) -> No
 
 def test_generic_infer_for_every_example_model(example_server: LiveServer) -> None:
     digits = load_digits().images[:2].astype("<f4")
+    image = base64.b64encode(digits.tobytes()).decode()
     cases: list[tuple[str, str]] = [
         ('"iris"', '{name: "float_input", shape: [1, 4], data: [5.1, 3.5, 1.4, 0.2]}'),
         ('"diabetes"', '{name: "float_input", shape: [1, 10], data: [0,0,0,0,0,0,0,0,0,0]}'),
         (
             '"digits"',
-            '{name: "image", shape: [2, 1, 8, 8], b64: "%s"}'
-            % base64.b64encode(digits.tobytes()).decode(),
+            '{name: "image", shape: [2, 1, 8, 8], b64: "' + image + '"}',
         ),
         ('"dataset-topic"', '{name: "text", shape: [1, 1], data: ["digits of handwriting"]}'),
     ]
@@ -128,9 +128,9 @@ def test_generic_infer_for_every_example_model(example_server: LiveServer) -> No
                 assert len(base64.b64decode(out["b64"])) % max(count, 1) == 0
     labels = _ok(
         example_server.graphql(
-            '{ infer(model: "digits", inputs: [{name: "image", shape: [2, 1, 8, 8], b64: "%s"}], '
-            'outputs: ["label"]) { outputs { name data } } }'
-            % base64.b64encode(digits.tobytes()).decode()
+            '{ infer(model: "digits", inputs: [{name: "image", shape: [2, 1, 8, 8], b64: "'
+            + image
+            + '"}], outputs: ["label"]) { outputs { name data } } }'
         )
     )["infer"]["outputs"]
     assert labels == [{"name": "label", "data": [0, 1]}]

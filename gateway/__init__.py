@@ -3,4 +3,22 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+
+# Public names; everything else is internal. (Defined after __version__: modules read it.)
+from gateway.api import GatewaySchema, build_schema
+from gateway.app import create_app
+from gateway.config import Settings
+from gateway.errors import GatewayError
+from gateway.repository import scan_repository
+from gateway.runtime import ModelRuntime
+
+__all__ = [
+    "GatewayError",
+    "GatewaySchema",
+    "ModelRuntime",
+    "Settings",
+    "__version__",
+    "build_schema",
+    "create_app",
+    "scan_repository",
+]

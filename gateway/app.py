@@ -116,7 +116,7 @@ def create_app(settings: Settings, *, runtime: ModelRuntime | None = None) -> St
             async def load() -> None:
                 await gateway.runtime.load_all_async()
                 gateway.rebuild()
-                logger.info("initial load finished", extra={"models": len(runtime.entries)})
+                logger.info("initial load finished: %d models", len(runtime.entries))
 
             loading = asyncio.create_task(load())
         else:

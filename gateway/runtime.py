@@ -194,8 +194,11 @@ class ModelRuntime:
             mv.state = ModelState.FAILED
             mv.reason = self._public_reason(exc)
             logger.warning(
-                "model version failed to load",
-                extra={"model": mv.model, "version": mv.version, "reason": mv.reason},
+                "model %s version %d FAILED: %s",
+                mv.model,
+                mv.version,
+                mv.reason,
+                extra={"model": mv.model, "version": mv.version},
             )
             return
         mv.load_seconds = time.perf_counter() - started
@@ -203,8 +206,11 @@ class ModelRuntime:
         mv.reason = None if sessions else "signature read only"
         if sessions:
             logger.info(
-                "model version ready",
-                extra={"model": mv.model, "version": mv.version, "seconds": mv.load_seconds},
+                "model %s version %d READY in %.1f ms",
+                mv.model,
+                mv.version,
+                mv.load_seconds * 1000,
+                extra={"model": mv.model, "version": mv.version},
             )
 
     def _public_reason(self, exc: BaseException) -> str:

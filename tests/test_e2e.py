@@ -6,20 +6,24 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from onnx import TensorProto, helper
 from sklearn.datasets import load_diabetes, load_digits, load_iris
 
 from tests.conftest import (
     EXAMPLE_MODELS,
     LiveServer,
     identity_model,
+    make_model,
     start_server,
     stop_server,
+    tensor_info,
     write_repository,
 )
 
@@ -202,9 +206,19 @@ def test_graphiql_is_served_with_its_assets(example_server: LiveServer) -> None:
         assert response.status_code == 200 and len(response.content) > 100, asset
 
 
+def _broadcast_model() -> Any:
+    """a + b: valid for any lengths, but ONNX Runtime fails unless they broadcast."""
+    return make_model(
+        [helper.make_node("Add", ["a", "b"], ["sum"])],
+        [tensor_info("a", TensorProto.FLOAT, ["N"]), tensor_info("b", TensorProto.FLOAT, ["M"])],
+        [tensor_info("sum", TensorProto.FLOAT, ["K"])],
+    )
+
+
 @pytest.fixture
 def broken_server(tmp_path: Path) -> Any:
-    """A repository where one model's only version is corrupt and another serves."""
+    """A repository with a corrupt model, a corrupt version, a model that fails at run time and
+    two models whose GraphQL names clash."""
     root = write_repository(
         tmp_path / "repo",
         {
@@ -212,6 +226,9 @@ def broken_server(tmp_path: Path) -> Any:
             "broken/1": b"not an onnx file",
             "broken-too/1": identity_model(),
             "broken-too/2": b"\x08\x07garbage",
+            "adder/1": _broadcast_model(),
+            "a-b/1": identity_model(),
+            "a_b/1": identity_model(),
         },
     )
     server = start_server(root, tmp_path / "server.log", wait_ready=False)
@@ -265,3 +282,43 @@ def test_settings_come_from_the_environment(tmp_path: Path) -> None:
         assert error["extensions"]["code"] == "BAD_USER_INPUT" and "3" in error["message"]
     finally:
         stop_server(server)
+
+
+def test_internal_errors_are_masked_and_logged_with_an_id(broken_server: LiveServer) -> None:
+    ok = _ok(
+        broken_server.graphql(
+            '{ infer(model: "adder", inputs: [{name: "a", shape: [2], data: [1, 2]}, '
+            '{name: "b", shape: [1], data: [10]}]) { outputs { data } } }'
+        )
+    )
+    assert ok["infer"]["outputs"] == [{"data": [11.0, 12.0]}]
+    error = _error(
+        broken_server.graphql(
+            '{ infer(model: "adder", inputs: [{name: "a", shape: [2], data: [1, 2]}, '
+            '{name: "b", shape: [3], data: [1, 2, 3]}]) { outputs { data } } }'
+        )
+    )
+    assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    error_id = error["extensions"]["errorId"]
+    assert error["message"] == f"Internal error (error id {error_id})"
+    time.sleep(0.2)
+    log = broken_server.log.read_text()
+    assert f"internal error {error_id}" in log and "Traceback" in log
+    # and the server goes on serving
+    again = _ok(broken_server.graphql("{ predict { good(input: {x: [1, 2, 3, 4]}) { y } } }"))
+    assert again["predict"]["good"]["y"] == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_a_name_clash_is_reported_and_served_generically(broken_server: LiveServer) -> None:
+    data = _ok(
+        broken_server.graphql(
+            "{ models { name typedField typedFieldError } "
+            'infer(model: "a-b", inputs: [{name: "x", shape: [1, 4], data: [1, 2, 3, 4]}]) '
+            "{ outputs { data } } }"
+        )
+    )
+    models = {m["name"]: m for m in data["models"]}
+    assert models["a-b"]["typedField"] is None
+    assert "clashes with model(s) 'a_b'" in models["a-b"]["typedFieldError"]
+    assert data["infer"]["outputs"] == [{"data": [1.0, 2.0, 3.0, 4.0]}]
+    assert "model a-b has no typed field" in broken_server.log.read_text()

@@ -8,17 +8,20 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.schema import BaseSchema
 
 from gateway.api import GatewayContext, GatewaySchema, build_schema
 from gateway.config import Settings
+from gateway.errors import BadRequestError
 from gateway.examples import example_operations
 from gateway.graphiql import STATIC_DIR, ExampleTab, render_graphiql_page
 from gateway.repository import scan_repository
@@ -53,6 +56,18 @@ class _GraphQLView(GraphQL[GatewayContext, None]):
         return GatewayContext(
             self._gateway.runtime, self._gateway.settings, current.typed, request=request
         )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            response: Response = await self.run(Request(scope, receive=receive))
+        except HTTPException as exc:
+            # Strawberry answers these in plain text; clients get a GraphQL error with a code.
+            error = {"message": exc.reason, "extensions": {"code": BadRequestError.code}}
+            response = JSONResponse({"errors": [error]}, status_code=exc.status_code)
+        await response(scope, receive, send)
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         return HTMLResponse(self._gateway.graphiql_page(request))
@@ -114,8 +129,12 @@ def create_app(settings: Settings, *, runtime: ModelRuntime | None = None) -> St
         if not gateway.runtime.initial_load_done:
 
             async def load() -> None:
-                await gateway.runtime.load_all_async()
-                gateway.rebuild()
+                try:
+                    await gateway.runtime.load_all_async()
+                    gateway.rebuild()
+                except Exception:  # a bug: /readyz stays 503 "loading", and this says why
+                    logger.exception("the initial load failed")
+                    raise
                 logger.info("initial load finished: %d models", len(runtime.entries))
 
             loading = asyncio.create_task(load())

@@ -7,6 +7,7 @@ Never rename one.
     GatewayError                      INTERNAL_SERVER_ERROR
     ├── ConfigError                   CONFIG_ERROR (operator input, never sent to clients)
     ├── ModelLoadError                MODEL_LOAD_FAILED (shown as a version's state reason)
+    ├── BadRequestError               BAD_REQUEST (the HTTP request is not a GraphQL request)
     ├── ModelNotFoundError            MODEL_NOT_FOUND
     ├── ModelNotReadyError            MODEL_NOT_READY
     ├── InvalidInputError             BAD_USER_INPUT
@@ -21,6 +22,7 @@ Never rename one.
 from __future__ import annotations
 
 __all__ = [
+    "BadRequestError",
     "ConfigError",
     "ForbiddenError",
     "GatewayError",
@@ -58,6 +60,12 @@ class ModelLoadError(GatewayError):
     """A model version could not be read, loaded or warmed up."""
 
     code = "MODEL_LOAD_FAILED"
+
+
+class BadRequestError(GatewayError):
+    """The HTTP request carries no GraphQL request: no JSON body, no query, a wrong method."""
+
+    code = "BAD_REQUEST"
 
 
 class ModelNotFoundError(GatewayError):

@@ -127,7 +127,7 @@ class TypedModel:
             # Named features are columns of one [N, F] tensor; otherwise one field per tensor.
             array = np.stack(parts, axis=1) if len(spec.shape) == 2 and len(parts) > 1 else parts[0]
             if not _has_leading(spec, self.batched):
-                array = array[0, ...]  # a whole-tensor row: the tensor itself (0-d stays an array)
+                array = array[0]  # a whole-tensor row: the tensor itself (0-d stays an array)
             elif array.ndim < len(spec.shape):
                 array = array.reshape(len(rows), *(1 for _ in spec.shape[1:]))  # squeezed [N, 1]
             feeds[spec.name] = array

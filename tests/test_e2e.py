@@ -322,3 +322,21 @@ def test_a_name_clash_is_reported_and_served_generically(broken_server: LiveServ
     assert "clashes with model(s) 'a_b'" in models["a-b"]["typedFieldError"]
     assert data["infer"]["outputs"] == [{"data": [1.0, 2.0, 3.0, 4.0]}]
     assert "model a-b has no typed field" in broken_server.log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "phrase"),
+    [
+        (b'{"query": ', "application/json", "Unable to parse request body as JSON"),
+        (b'{"variables": {}}', "application/json", "No GraphQL query found"),
+    ],
+)
+def test_requests_that_are_not_graphql_get_a_coded_error(
+    example_server: LiveServer, content: bytes, content_type: str, phrase: str
+) -> None:
+    response = httpx.post(
+        f"{example_server.url}/graphql", content=content, headers={"content-type": content_type}
+    )
+    assert response.status_code == 400
+    (error,) = response.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_REQUEST" and phrase in error["message"]

@@ -118,16 +118,17 @@ class TypedModel:
             InvalidInputError: a value does not fit its tensor (range, nested shape).
         """
         columns: dict[str, list[np.ndarray]] = {}
+        featured = {f.tensor for f in self.inputs if f.column is not None}
         for f in self.inputs:
             values = [row[f.graphql] for row in rows]
             columns.setdefault(f.tensor, []).append(_column(f, values, len(rows)))
         feeds: dict[str, np.ndarray] = {}
         for spec in self.signature.inputs:
             parts = columns[spec.name]
-            # Named features are columns of one [N, F] tensor; otherwise one field per tensor.
-            array = np.stack(parts, axis=1) if len(spec.shape) == 2 and len(parts) > 1 else parts[0]
+            # Named features are the columns of one [N, F] (or [F]) tensor; else one field each.
+            array = np.stack(parts, axis=1) if spec.name in featured else parts[0]
             if not _has_leading(spec, self.batched):
-                array = array[0]  # a whole-tensor row: the tensor itself (0-d stays an array)
+                array = array[0, ...]  # a whole-tensor row: the tensor itself (0-d stays an array)
             elif array.ndim < len(spec.shape):
                 array = array.reshape(len(rows), *(1 for _ in spec.shape[1:]))  # squeezed [N, 1]
             feeds[spec.name] = array
@@ -190,6 +191,8 @@ def build_typed_model(name: str, signature: Signature, config: ModelConfig) -> T
         len(o.shape) >= 1 and o.shape[0] == -1 for o in signature.outputs
     )
     inputs = tuple(_input_fields(signature, config, batched))
+    if not inputs:  # GraphQL has no empty input types
+        raise ConfigError("the model has no inputs; a typed field needs at least one")
     _check_unique([f.graphql for f in inputs], "input", [f.source for f in inputs])
     classifier = _classifier(signature, config, batched)
     taken = {classifier.label_output, classifier.probability_output} if classifier else set()

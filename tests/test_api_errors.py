@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import onnx
 import pytest
 from onnx import TensorProto, helper
 
@@ -42,12 +43,13 @@ COLLAPSE = make_model(
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGateway]:
-    models = {
+    models: dict[str, onnx.ModelProto | bytes] = {
         "m/1": identity_model(F, ("N", 4)),
         "m/2": b"corrupt",
         "two/1": TWO_IN_TWO_OUT,
         "i8/1": identity_model(TensorProto.INT8, ("N",)),
         "u8/1": identity_model(TensorProto.UINT8, ("N",)),
+        "f16/1": identity_model(TensorProto.FLOAT16, ("N",)),
         "nested/1": identity_model(F, ("N", 2, 2)),
         "fragile/1": FRAGILE,
         "collapse/1": COLLAPSE,
@@ -96,7 +98,8 @@ CASES: dict[str, tuple[str, str, dict[str, Any] | None, str]] = {
         "MODEL_NOT_FOUND",
         INFER,
         infer_vars("nope", [x()]),
-        "no model named 'nope'; models served: broken, collapse, fragile, i8, m, nested, two, u8",
+        "no model named 'nope'; models served: "
+        "broken, collapse, f16, fragile, i8, m, nested, two, u8",
     ),
     "unknown version": (
         "MODEL_NOT_FOUND",
@@ -261,6 +264,12 @@ CASES: dict[str, tuple[str, str, dict[str, Any] | None, str]] = {
         "{ predict { u8(input: {x: 256}) { y } } }",
         None,
         "x: value out of range for UINT8 (0 to 255)",
+    ),
+    "typed FP16 overflow": (
+        "BAD_USER_INPUT",
+        "{ predict { f16Batch(inputs: [{x: 1}, {x: 1e10}]) { y } } }",
+        None,
+        "x: value too large for FP16",
     ),
     "typed ragged nested list": (
         "BAD_USER_INPUT",

@@ -139,15 +139,10 @@ def test_infer_round_trips_every_numeric_datatype_as_b64(
 ) -> None:
     values = SAMPLES[datatype][1]
     raw = b64_of(values, datatype)
-    (out,) = ok(infer(zoo, datatype.lower(), [{"name": "x", "shape": [2, 2], "b64": raw}]))[
-        "infer"
-    ]["outputs"]
-    assert (out["datatype"], out["shape"], out["data"], out["b64"]) == (
-        datatype,
-        [2, 2],
-        values,
-        raw,
-    )
+    sent = [{"name": "x", "shape": [2, 2], "b64": raw}]
+    (out,) = ok(infer(zoo, datatype.lower(), sent))["infer"]["outputs"]
+    assert out["datatype"] == datatype and out["shape"] == [2, 2]
+    assert out["data"] == values and out["b64"] == raw
 
 
 def test_extreme_integers_in_an_inline_literal(zoo: InProcessGateway) -> None:
@@ -305,16 +300,19 @@ def test_fixed_shapes_dynamic_dims_and_scalars(gateway_factory: Factory) -> None
         assert message in response["errors"][0]["message"]
 
 
+# "1" = "input:0", "out put" = -"x.y/z"
+ODD_NAMES = make_model(
+    [
+        helper.make_node("Identity", ["input:0"], ["1"]),
+        helper.make_node("Neg", ["x.y/z"], ["out put"]),
+    ],
+    [tensor_info("input:0", F, ["N"]), tensor_info("x.y/z", F, ["N"])],
+    [tensor_info("1", F, ["N"]), tensor_info("out put", F, ["N"])],
+)
+
+
 def test_odd_tensor_names_are_served_as_they_are(gateway_factory: Factory) -> None:
-    model = make_model(
-        [
-            helper.make_node("Identity", ["input:0"], ["1"]),
-            helper.make_node("Neg", ["x.y/z"], ["out put"]),
-        ],
-        [tensor_info("input:0", F, ["N"]), tensor_info("x.y/z", F, ["N"])],
-        [tensor_info("1", F, ["N"]), tensor_info("out put", F, ["N"])],
-    )
-    gw = gateway_factory({"odd/1": model})
+    gw = gateway_factory({"odd/1": ODD_NAMES})
     sent = [
         {"name": "input:0", "shape": [1], "data": [4]},
         {"name": "x.y/z", "shape": [1], "data": [5]},
@@ -370,6 +368,14 @@ def _sequence_input() -> onnx.ModelProto:
     )
 
 
+def _sequence_output() -> onnx.ModelProto:
+    return make_model(
+        [helper.make_node("SplitToSequence", ["x"], ["parts"], keepdims=0)],
+        [tensor_info("x", F, [2])],
+        [helper.make_tensor_sequence_value_info("parts", F, None)],
+    )
+
+
 def test_broken_models_fail_with_a_reason_while_the_others_serve(
     gateway_factory: Factory,
 ) -> None:
@@ -383,15 +389,18 @@ def test_broken_models_fail_with_a_reason_while_the_others_serve(
             "unknown-op/1": _unknown_op(),
             "custom-op/1": _unknown_op("com.example"),
             "sequence/1": _sequence_input(),
+            "sequence-out/1": _sequence_output(),
             "bfloat/1": identity_model(TensorProto.BFLOAT16, ("N",)),
             "extra-key/1": good,
             "wrong-type/1": good,
             "bad-toml/1": good,
+            "bad-session/1": good,
         },
         {
             "extra-key": 'description = "x"\nbatch_size = 8\n',
             "wrong-type": "labels = 3\n",
             "bad-toml": "labels = [\n",
+            "bad-session": '[session]\nintra_op_threads = "many"\n',
         },
     )
     query = "{ models { name defaultVersion versions { version state stateReason } } }"
@@ -423,6 +432,13 @@ def test_broken_models_fail_with_a_reason_while_the_others_serve(
         why["wrong-type"] == "wrong-type/model.toml: labels: expected a non-empty list of strings"
     )
     assert why["bad-toml"].startswith("bad-toml/model.toml: ")
+    assert why["bad-session"].startswith(
+        "bad-session/model.toml: session.intra_op_threads: invalid value 'many'"
+    )
+    assert why["sequence-out"] == (
+        "output 'parts' of type seq(tensor(float)): "
+        "the gateway serves tensor, map and sequence-of-map outputs"
+    )
     good_out = tensors(infer(gw, "good", [{"name": "x", "shape": [1, 4], "data": [1, 2, 3, 4]}]))
     assert good_out["y"]["data"] == [1.0, 2.0, 3.0, 4.0]
     response = infer(gw, "sequence", [{"name": "s", "shape": [1], "data": [1]}])

@@ -11,6 +11,7 @@ Rows are stacked along the first dimension when every input has a dynamic first 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,8 @@ __all__ = [
 
 #: Fields every prediction type has; an output that derives to one of these is a clash.
 RESERVED_PREDICTION_FIELDS = frozenset({"label", "probabilities", "modelVersion"})
+# Outputs named like these beside a label output are read as class probabilities.
+_PROBABILITY_NAME = re.compile(r"prob|score|logit|softmax", re.IGNORECASE)
 _LABEL_TYPES = {DataType.INT64, DataType.INT32, DataType.BYTES}
 _FLOAT_TYPES = {DataType.FP16, DataType.FP32, DataType.FP64}
 _INT_RANGES = {
@@ -199,8 +202,10 @@ def build_typed_model(name: str, signature: Signature, config: ModelConfig) -> T
     outputs = tuple(_output_field(o, batched) for o in signature.outputs if o.name not in taken)
     names = [o.graphql for o in outputs]
     _check_unique(names, "output", [o.tensor for o in outputs])
+    # label and probabilities are only added for classifiers; other models may use the names.
+    reserved = RESERVED_PREDICTION_FIELDS if classifier else {"modelVersion"}
     for o in outputs:
-        if o.graphql in RESERVED_PREDICTION_FIELDS:
+        if o.graphql in reserved:
             raise ConfigError(f"output {o.tensor!r} derives to the reserved field {o.graphql!r}")
     return TypedModel(name, field, stem, signature, batched, inputs, outputs, classifier)
 
@@ -268,7 +273,7 @@ def _classifier(signature: Signature, config: ModelConfig, batched: bool) -> Cla
         or (
             o.datatype in _FLOAT_TYPES
             and len(_row_shape(o, batched)) == 1
-            and ("prob" in o.name.lower() or signature.class_labels or config.labels)
+            and (_PROBABILITY_NAME.search(o.name) or signature.class_labels or config.labels)
         )
     ]
     if len(labels) != 1 or len(probs) != 1:
@@ -315,7 +320,8 @@ def _column(f: InputField, values: list[Any], rows: int) -> np.ndarray:
                 array = np.asarray(values, dtype=dtype)
     except (ValueError, TypeError) as exc:
         raise InvalidInputError(
-            f"{f.graphql}: rows must all have the shape {list(f.row_shape)} (-1 = any size)"
+            f"{f.graphql}: every row must be nested lists of shape {list(f.row_shape)} "
+            "(-1 = any size, the same in every row of one request)"
         ) from exc
     expected = (rows, *f.row_shape)
     if array.ndim != len(expected) or any(

@@ -540,3 +540,35 @@ def test_version_argument_and_a_version_with_another_signature(gateway_factory: 
         {"name": "b", "shape": [1, 3], "data": [1, 1, 1]},
     ]
     assert tensors(infer(gw, "sig", sent, version=1))["sum"]["data"] == [2.0, 3.0, 4.0]
+
+
+def _renamed(model: onnx.ModelProto, old: str, new: str) -> onnx.ModelProto:
+    for node in model.graph.node:
+        node.output[:] = [new if o == old else o for o in node.output]
+    for output in model.graph.output:
+        if output.name == old:
+            output.name = new
+    return model
+
+
+def test_classifier_whose_probabilities_are_called_scores(gateway_factory: Factory) -> None:
+    scores = _renamed(argmax_classifier(), "probabilities", "class_scores")
+    # A label output with a float vector that is no probability: not a classifier, and the
+    # names label/probabilities are then free for its outputs.
+    embedding = _renamed(argmax_classifier(), "probabilities", "embedding")
+    gw = gateway_factory({"scored/1": scores, "embedder/1": embedding})
+    assert typed_info(gw) == {"scored": ("scored", None), "embedder": ("embedder", None)}
+    assert fields(gw, "EmbedderPrediction") == {
+        "label": "Float!",
+        "embedding": "[Float]!",
+        "modelVersion": "Int!",
+    }
+    answer = ok(run(gw, "{ predict { scored(input: {x: [0, 0, 5]}) { label } } }"))
+    assert answer["predict"]["scored"]["label"] == "2"
+
+
+def test_a_bad_model_toml_is_the_reason_for_no_typed_field(gateway_factory: Factory) -> None:
+    gw = gateway_factory({"m/1": argmax_classifier()}, {"m": "lables = ['a']\n"})
+    field, reason = typed_info(gw)["m"]
+    assert field is None and reason is not None
+    assert reason.startswith("m/model.toml: unknown key 'lables'")

@@ -34,7 +34,11 @@ class ClassProbability:
 
 
 def build_predict_type(typed_models: Sequence[TypedModel], descriptions: dict[str, str]) -> type:
-    """The ``Predict`` type: two fields (one row, a batch of rows) per typed model."""
+    """The ``Predict`` type: two fields (one row, a batch of rows) per typed model.
+
+    The fields are nullable, so that one failed prediction (null, with its error) leaves the
+    other fields of the same document answered.
+    """
     namespace: dict[str, Any] = {}
     for i, tm in enumerate(typed_models):
         input_cls = _input_type(tm)
@@ -196,7 +200,7 @@ def _single_resolver(tm: TypedModel, input_cls: type, prediction_cls: type) -> _
         "info": Info,
         "input": Annotated[input_cls, strawberry.argument(description="The row to predict.")],
         "version": Annotated[int | None, strawberry.argument(description=_VERSION_DOC)],
-        "return": prediction_cls,
+        "return": prediction_cls | None,
     }
     return resolve
 
@@ -216,6 +220,6 @@ def _batch_resolver(tm: TypedModel, input_cls: type, prediction_cls: type) -> _R
             strawberry.argument(description="The rows to predict, answered in order."),
         ],
         "version": Annotated[int | None, strawberry.argument(description=_VERSION_DOC)],
-        "return": list[prediction_cls],  # type: ignore[valid-type]
+        "return": list[prediction_cls] | None,  # type: ignore[valid-type]
     }
     return resolve

@@ -74,6 +74,9 @@ def build_typed_models(entries: Iterable[ModelEntry]) -> dict[str, TypedModel | 
     result: dict[str, TypedModel | str] = {}
     for entry in entries:
         mv = entry.schema_version
+        if entry.spec.problem is not None:
+            result[entry.name] = entry.spec.problem
+            continue
         if mv is None or mv.signature is None:
             result[entry.name] = "no version of the model could be read"
             continue

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -15,7 +14,9 @@ from gateway.api import build_schema
 from gateway.config import Settings
 from gateway.errors import ConfigError
 from gateway.repository import scan_repository
-from gateway.runtime import ModelRuntime, ModelState
+from gateway.runtime import ModelRuntime
+from gateway.telemetry import configure_logging
+from gateway.versions import ModelState
 
 __all__ = ["main"]
 
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to bind (env GATEWAY_PORT)")
     serve.add_argument("--config", type=Path, dest="config_file", help="TOML settings file")
     serve.add_argument("--log-level", help="debug|info|warning|error (env GATEWAY_LOG_LEVEL)")
+    serve.add_argument("--log-format", help="json|human (env GATEWAY_LOG_FORMAT)")
 
     export = commands.add_parser("export-schema", help="print the GraphQL SDL of a repository")
     export.add_argument("--models", type=Path, help="model repository (env GATEWAY_MODELS)")
@@ -75,12 +77,19 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         config_file=args.config_file,
         log_level=args.log_level,
+        log_format=args.log_format,
     )
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    # log_config=None: uvicorn keeps the logging set up above (its records go through it too).
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,
+        access_log=False,
+    )
     return 0
 
 

@@ -30,6 +30,8 @@ __all__ = [
 ENV_PREFIX = "GATEWAY_"
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("json", "human")
+OTEL_PREFIX = "OTEL_"
 
 
 def _bundled_models() -> Path:
@@ -89,6 +91,12 @@ class Settings:
     host: str = field(default="127.0.0.1", metadata=_doc("Address to bind."))
     port: int = field(default=8000, metadata=_doc("TCP port to bind."))
     log_level: str = field(default="info", metadata=_doc("Log level: debug|info|warning|error."))
+    log_format: str = field(
+        default="json", metadata=_doc("Log format: json (one object per line) or human.")
+    )
+    access_log: bool = field(
+        default=True, metadata=_doc("Log one line per GraphQL operation (name, models, outcome).")
+    )
     session: SessionOptions = field(
         default_factory=SessionOptions,
         metadata=_doc(
@@ -112,6 +120,19 @@ class Settings:
         default=True,
         metadata=_doc("Run each model once on a synthetic input before it is READY."),
     )
+    trace_viewer: bool = field(
+        default=False, metadata=_doc("Serve the built-in trace viewer at /debug/traces.")
+    )
+    trace_viewer_size: int = field(
+        default=200, metadata=_doc("How many recent traces the trace viewer keeps in memory.")
+    )
+    trace_document: bool = field(
+        default=False,
+        metadata=_doc("Record the GraphQL document in the operation span (graphql.document)."),
+    )
+    #: The OpenTelemetry variables (``OTEL_*``) of the environment, read with the rest and used
+    #: by gateway.telemetry; documented in the README, not a setting of their own.
+    otel: Mapping[str, str] = field(default_factory=dict, repr=False, metadata=_doc(""))
     config_file: Path | None = field(
         default=None, metadata=_doc("TOML file with any of these settings (flag --config).")
     )
@@ -119,6 +140,8 @@ class Settings:
     def __post_init__(self) -> None:
         _check_min("port", self.port, 0, 65535)
         _check_choice("log_level", self.log_level, LOG_LEVELS)
+        _check_choice("log_format", self.log_format, LOG_FORMATS)
+        _check_min("trace_viewer_size", self.trace_viewer_size, 1)
         _check_min("inference_threads", self.inference_threads, 1)
         _check_min("max_tensor_elements", self.max_tensor_elements, 1)
         _check_min("max_batch_rows", self.max_batch_rows, 1)
@@ -138,6 +161,7 @@ class Settings:
         """
         given = {k: v for k, v in (flags or {}).items() if v is not None}
         from_env = _from_env(environ)
+        from_env["otel"] = {k: v for k, v in environ.items() if k.startswith(OTEL_PREFIX)}
         config_file = given.get("config_file", from_env.get("config_file"))
         values: dict[str, Any] = {}
         if config_file is not None:
@@ -155,6 +179,8 @@ def describe_settings() -> list[tuple[str, str, str, str]]:
     """Rows of (TOML key, environment variable, default, description) for the README's table."""
     rows: list[tuple[str, str, str, str]] = []
     for f in dataclasses.fields(Settings):
+        if f.name == "otel":
+            continue
         if f.name == "session":
             for sf in dataclasses.fields(SessionOptions):
                 key = f"session.{sf.name}"
@@ -182,6 +208,8 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     session: dict[str, Any] = {}
     for f in dataclasses.fields(Settings):
+        if f.name == "otel":
+            continue
         if f.name == "session":
             for sf in dataclasses.fields(SessionOptions):
                 name = f"{ENV_PREFIX}SESSION_{sf.name.upper()}"
@@ -241,11 +269,15 @@ def _coerce(name: str, f: dataclasses.Field[Any], raw: Any, *, where: str) -> An
         if kind == "str":
             if not isinstance(raw, str):
                 raise ValueError("expected a string")
-            return raw.lower() if name in ("log_level", "graph_optimization_level") else raw
+            return raw.lower() if name in _LOWERCASE else raw
         if kind == "Path":
             return Path(raw)
         if kind == "Path | None":
             return None if raw in ("", None) else Path(raw)
+        if kind == "Mapping[str, str]":
+            if not isinstance(raw, Mapping):
+                raise ValueError("expected a table of strings")
+            return {str(k): str(v) for k, v in raw.items()}
         if kind == "tuple[str, ...]":
             items = raw.split(",") if isinstance(raw, str) else list(raw)
             return tuple(str(i).strip() for i in items if str(i).strip())
@@ -254,6 +286,9 @@ def _coerce(name: str, f: dataclasses.Field[Any], raw: Any, *, where: str) -> An
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{key}: invalid value {raw!r}: {exc}") from exc
     raise AssertionError(f"no coercion for field type {kind}")  # an internal invariant
+
+
+_LOWERCASE = ("log_level", "log_format", "graph_optimization_level")
 
 
 def _to_bool(raw: Any) -> bool:

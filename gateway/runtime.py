@@ -7,17 +7,20 @@ caller's fault (``InvalidInputError``); anything else is ours (``InferenceError`
 from __future__ import annotations
 
 import asyncio
-import enum
+import contextvars
 import logging
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.trace import Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 
 from gateway.config import SessionOptions, Settings
 from gateway.errors import (
@@ -29,11 +32,13 @@ from gateway.errors import (
     ModelNotFoundError,
     ModelNotReadyError,
 )
+from gateway.observability import MODEL_ATTRIBUTE, VERSION_ATTRIBUTE, Observer
 from gateway.repository import ModelSpec, RepositoryScan
-from gateway.signature import IOKind, IOSpec, Signature, read_signature
+from gateway.signature import IOKind, IOSpec, read_signature
 from gateway.tensors import DataType, numpy_dtype
+from gateway.versions import ModelEntry, ModelState, ModelVersion
 
-__all__ = ["ModelEntry", "ModelRuntime", "ModelState", "ModelVersion", "synthetic_inputs"]
+__all__ = ["ModelRuntime", "synthetic_inputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,63 +50,12 @@ _OPT_LEVELS = {
 }
 
 
-class ModelState(enum.Enum):
-    """Where a model version is in its life."""
-
-    LOADING = "LOADING"
-    READY = "READY"
-    UNAVAILABLE = "UNAVAILABLE"
-    FAILED = "FAILED"
-
-
-@dataclass(slots=True)
-class ModelVersion:
-    """One version of a model and its session, once loaded."""
-
-    model: str
-    version: int
-    path: Path
-    state: ModelState = ModelState.LOADING
-    #: Why the version is FAILED or UNAVAILABLE.
-    reason: str | None = None
-    signature: Signature | None = None
-    load_seconds: float | None = None
-    session: ort.InferenceSession | None = field(default=None, repr=False)
-
-
-@dataclass(slots=True)
-class ModelEntry:
-    """A model of the repository with all its versions."""
-
-    spec: ModelSpec
-    versions: dict[int, ModelVersion]
-
-    @property
-    def name(self) -> str:
-        """The model's name."""
-        return self.spec.name
-
-    @property
-    def default_version(self) -> int | None:
-        """The highest READY version, which serves requests that name none."""
-        ready = [v for v, mv in self.versions.items() if mv.state is ModelState.READY]
-        return max(ready) if ready else None
-
-    @property
-    def schema_version(self) -> ModelVersion | None:
-        """The version whose signature the typed API follows: the default, else the highest
-        version with a readable signature."""
-        default = self.default_version
-        if default is not None:
-            return self.versions[default]
-        readable = [mv for mv in self.versions.values() if mv.signature is not None]
-        return max(readable, key=lambda mv: mv.version) if readable else None
-
-
 class ModelRuntime:
     """Owns the sessions of every model version and runs them on worker threads."""
 
-    def __init__(self, settings: Settings, scan: RepositoryScan) -> None:
+    def __init__(
+        self, settings: Settings, scan: RepositoryScan, *, observer: Observer | None = None
+    ) -> None:
         self._settings = settings
         self._root = settings.models
         self._executor = ThreadPoolExecutor(
@@ -115,6 +69,41 @@ class ModelRuntime:
             for spec in scan.models
         }
         self.initial_load_done = False
+        self._waiting = 0  # runs submitted to the pool and not started yet
+        self._waiting_lock = threading.Lock()
+        self.observer = Observer()
+        self.attach(observer or self.observer)
+
+    def attach(self, observer: Observer) -> None:
+        """Record traces and metrics through ``observer`` from now on."""
+        self.observer = observer
+        observer.meter.create_observable_gauge(
+            "gateway.inference.queue_depth",
+            callbacks=[self._observe_queue],
+            unit="{run}",
+            description="ONNX Runtime runs waiting for a worker thread.",
+        )
+        observer.meter.create_observable_gauge(
+            "gateway.model.state",
+            callbacks=[self._observe_states],
+            description="1 for the state each model version is in, 0 for the others.",
+        )
+
+    def _observe_queue(self, options: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(self._waiting)
+
+    def _observe_states(self, options: CallbackOptions) -> Iterable[Observation]:
+        for entry in list(self.entries.values()):
+            for mv in list(entry.versions.values()):
+                for state in ModelState:
+                    yield Observation(
+                        1 if mv.state is state else 0,
+                        {
+                            MODEL_ATTRIBUTE: mv.model,
+                            VERSION_ATTRIBUTE: mv.version,
+                            "gateway.model.state": state.value,
+                        },
+                    )
 
     def load_all(self, *, sessions: bool = True) -> None:
         """Read every version's signature and, with ``sessions``, load and warm it up.
@@ -173,11 +162,68 @@ class ModelRuntime:
         feeds: Mapping[str, np.ndarray],
         outputs: Sequence[str] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Run ``mv`` on validated ``feeds`` in a worker thread; returns dense arrays by name."""
+        """Run ``mv`` on validated ``feeds`` in a worker thread; returns dense arrays by name.
+
+        Traced as ``gateway.queue`` (the wait for a worker) and ``gateway.run`` (the run itself),
+        children of the caller's current span.
+        """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, _run_session, mv, feeds, outputs)
+        submitted = time.time_ns()
+        with self._waiting_lock:
+            self._waiting += 1
+        # run_in_executor does not carry context variables: the worker gets the caller's, so
+        # that its spans have the right parent.
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(
+            self._executor, context.run, self._traced_run, mv, feeds, outputs, submitted
+        )
+
+    def _traced_run(
+        self,
+        mv: ModelVersion,
+        feeds: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None,
+        submitted: int,
+    ) -> dict[str, np.ndarray]:
+        started = time.time_ns()
+        with self._waiting_lock:
+            self._waiting -= 1
+        observer, instruments = self.observer, self.observer.instruments
+        model: dict[str, AttributeValue] = {MODEL_ATTRIBUTE: mv.model}
+        labels: dict[str, AttributeValue] = {
+            MODEL_ATTRIBUTE: mv.model,
+            VERSION_ATTRIBUTE: mv.version,
+        }
+        observer.tracer.start_span("gateway.queue", attributes=model, start_time=submitted).end(
+            end_time=started
+        )
+        instruments.queue_wait.record((started - submitted) / 1e9, model)
+        rows = _rows(feeds)
+        with observer.span(
+            "gateway.run",
+            {**labels, "gateway.batch.size": rows, "gateway.batch.rows": rows},
+        ):
+            result = _run_session(mv, feeds, outputs)
+        instruments.inference_duration.record((time.time_ns() - started) / 1e9, labels)
+        instruments.inference_rows.add(rows, labels)
+        instruments.batch_size.record(rows, labels)
+        return result
 
     def _load_version(self, spec: ModelSpec, mv: ModelVersion, *, sessions: bool) -> None:
+        labels: dict[str, AttributeValue] = {
+            MODEL_ATTRIBUTE: mv.model,
+            VERSION_ATTRIBUTE: mv.version,
+        }
+        with self.observer.span("gateway.load", labels) as span:
+            self._load(spec, mv, sessions=sessions)
+            if mv.state is ModelState.FAILED:
+                span.set_status(Status(StatusCode.ERROR, "MODEL_LOAD_FAILED"))
+        if sessions:
+            self.observer.instruments.load_duration.record(
+                mv.load_seconds or 0.0, {**labels, "gateway.model.state": mv.state.value}
+            )
+
+    def _load(self, spec: ModelSpec, mv: ModelVersion, *, sessions: bool) -> None:
         started = time.perf_counter()
         mv.state = ModelState.LOADING
         try:
@@ -191,6 +237,7 @@ class ModelRuntime:
                     _run_session(mv, synthetic_inputs(mv.signature.inputs), None)
         except (GatewayError, OSError) as exc:
             mv.session = None
+            mv.load_seconds = time.perf_counter() - started
             mv.state = ModelState.FAILED
             mv.reason = self._public_reason(exc)
             logger.warning(
@@ -219,6 +266,12 @@ class ModelRuntime:
         return text.replace(str(self._root.resolve()), "<models>").replace(
             str(self._root), "<models>"
         )
+
+
+def _rows(feeds: Mapping[str, np.ndarray]) -> int:
+    """Rows in a run: the first dimension of its inputs (1 for scalars)."""
+    first = next(iter(feeds.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 1
 
 
 def synthetic_inputs(inputs: Iterable[IOSpec]) -> dict[str, np.ndarray]:

@@ -24,7 +24,7 @@ from gateway.api import GatewayContext, GatewaySchema, build_schema
 from gateway.config import Settings
 from gateway.repository import scan_repository
 from gateway.runtime import ModelRuntime
-from gateway.security import ErrorCodes
+from gateway.app import SCHEMA_EXTENSIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_MODELS = ROOT / "models"
@@ -120,7 +120,7 @@ def load_gateway(root: Path, **settings: Any) -> InProcessGateway:
     config = Settings.load(environ=environ, flags=settings)
     runtime = ModelRuntime(config, scan_repository(root))
     runtime.load_all()
-    built = build_schema(list(runtime.entries.values()), extensions=[ErrorCodes])
+    built = build_schema(list(runtime.entries.values()), extensions=SCHEMA_EXTENSIONS)
     return InProcessGateway(runtime, built, config)
 
 

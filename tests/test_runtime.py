@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from gateway.errors import ModelNotFoundError, ModelNotReadyError
-from gateway.runtime import ModelState
+from gateway.versions import ModelState
 from tests.conftest import identity_model, load_gateway, make_model, tensor_info, write_repository
 
 

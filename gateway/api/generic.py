@@ -11,9 +11,10 @@ from strawberry.scalars import JSON
 
 from gateway.api.context import Info
 from gateway.errors import InvalidInputError
-from gateway.runtime import ModelEntry, ModelState, ModelVersion
+from gateway.observability import MODEL_ATTRIBUTE, VERSION_ATTRIBUTE
 from gateway.signature import IOSpec
 from gateway.tensors import DataType, datatype_of, decode_tensor, encode_b64, encode_data
+from gateway.versions import ModelEntry, ModelState, ModelVersion
 
 __all__ = [
     "InferResult",
@@ -61,12 +62,14 @@ class Tensor:
     @strawberry.field(
         description='Flat row-major list; non-finite floats as "NaN", "Infinity", "-Infinity".'
     )  # type: ignore[untyped-decorator]  # strawberry's field() overloads lose the type here
-    def data(self) -> JSON:
-        return cast(JSON, encode_data(self.array))
+    def data(self, info: Info) -> JSON:
+        with info.context.runtime.observer.span("gateway.encode", {"gateway.tensor": self.name}):
+            return cast(JSON, encode_data(self.array))
 
     @strawberry.field(description="Raw little-endian bytes, base64; null for BYTES.")  # type: ignore[untyped-decorator]
-    def b64(self) -> str | None:
-        return encode_b64(self.array)
+    def b64(self, info: Info) -> str | None:
+        with info.context.runtime.observer.span("gateway.encode", {"gateway.tensor": self.name}):
+            return encode_b64(self.array)
 
 
 @strawberry.type(description="A model input or output: name, element type and shape.")
@@ -166,15 +169,17 @@ def _model(info: Info, name: str) -> Model | None:
 
 def models(info: Info) -> list[Model]:
     """Every model of the repository, by name."""
-    found = (_model(info, name) for name in sorted(info.context.runtime.entries))
-    return [m for m in found if m is not None]
+    with info.context.runtime.observer.span("gateway.metadata"):
+        found = (_model(info, name) for name in sorted(info.context.runtime.entries))
+        return [m for m in found if m is not None]
 
 
 def model(
     info: Info, name: Annotated[str, strawberry.argument(description="The model's name.")]
 ) -> Model | None:
     """One model, or null when there is none of that name."""
-    return _model(info, name)
+    with info.context.runtime.observer.span("gateway.metadata", {MODEL_ATTRIBUTE: name}):
+        return _model(info, name)
 
 
 async def infer(
@@ -194,7 +199,32 @@ async def infer(
 ) -> InferResult:
     """Run a model on tensors (shaped after the Open Inference Protocol)."""
     ctx = info.context
-    mv = ctx.runtime.resolve(model, version)
+    ctx.models.add(model)
+    with ctx.runtime.observer.span("gateway.infer", {MODEL_ATTRIBUTE: model}) as span:
+        mv = ctx.runtime.resolve(model, version)
+        span.set_attribute(VERSION_ATTRIBUTE, mv.version)
+        with ctx.runtime.observer.span("gateway.decode"):
+            feeds = _decode_inputs(mv, inputs, outputs, ctx.settings.max_tensor_elements)
+        result = await ctx.runtime.run(mv, feeds, outputs)
+    tensors = [
+        Tensor(name=name, datatype=datatype_of(a), shape=list(a.shape), array=a)
+        for name, a in result.items()
+    ]
+    return InferResult(
+        model=model,
+        version=mv.version,
+        id=strawberry.ID(id or str(uuid.uuid4())),
+        outputs=tensors,
+    )
+
+
+def _decode_inputs(
+    mv: ModelVersion,
+    inputs: list[TensorInput],
+    outputs: list[str] | None,
+    max_elements: int,
+) -> dict[str, np.ndarray]:
+    """Validate the request against ``mv``'s signature and decode its tensors."""
     signature = mv.signature
     assert signature is not None  # READY versions have one
     feeds: dict[str, np.ndarray] = {}
@@ -211,7 +241,7 @@ async def infer(
             datatype=tensor.datatype,
             data=tensor.data,
             b64=tensor.b64,
-            max_elements=ctx.settings.max_tensor_elements,
+            max_elements=max_elements,
         )
     missing = [i.name for i in signature.inputs if i.name not in feeds]
     if missing:
@@ -225,14 +255,4 @@ async def infer(
         if unknown or not outputs:
             what = f"unknown output {unknown[0]!r}" if unknown else "outputs is empty"
             raise InvalidInputError(f"{what}; the model's outputs: {', '.join(known_out)}")
-    result = await ctx.runtime.run(mv, feeds, outputs)
-    tensors = [
-        Tensor(name=name, datatype=datatype_of(a), shape=list(a.shape), array=a)
-        for name, a in result.items()
-    ]
-    return InferResult(
-        model=model,
-        version=mv.version,
-        id=strawberry.ID(id or str(uuid.uuid4())),
-        outputs=tensors,
-    )
+    return feeds

@@ -14,9 +14,12 @@ from typing import Annotated, Any
 
 import numpy as np
 import strawberry
+from opentelemetry import trace
+from opentelemetry.util.types import AttributeValue
 
 from gateway.api.context import GatewayContext, Info
 from gateway.errors import InvalidInputError
+from gateway.observability import MODEL_ATTRIBUTE, VERSION_ATTRIBUTE
 from gateway.tensors import DataType
 from gateway.typed import InputField, OutputField, TypedModel
 
@@ -64,7 +67,22 @@ async def predict_rows(
     ctx: GatewayContext, tm: TypedModel, rows: Sequence[dict[str, Any]], version: int | None
 ) -> tuple[int, list[dict[str, Any]]]:
     """Run ``rows`` through the model; returns the version that answered and per-row values."""
+    ctx.models.add(tm.model)
+    attributes: dict[str, AttributeValue] = {MODEL_ATTRIBUTE: tm.model, "gateway.rows": len(rows)}
+    with ctx.runtime.observer.span("gateway.predict", attributes) as span:
+        return await _predict(ctx, tm, rows, version, span)
+
+
+async def _predict(
+    ctx: GatewayContext,
+    tm: TypedModel,
+    rows: Sequence[dict[str, Any]],
+    version: int | None,
+    span: trace.Span,
+) -> tuple[int, list[dict[str, Any]]]:
+    observer = ctx.runtime.observer
     mv = ctx.runtime.resolve(tm.model, version)
+    span.set_attribute(VERSION_ATTRIBUTE, mv.version)
     if mv.signature != tm.signature:
         raise InvalidInputError(
             f"version {mv.version} of model {tm.model!r} has another signature than the one its "
@@ -79,16 +97,18 @@ async def predict_rows(
     # A model without a free batch dimension runs once per row.
     groups = [list(rows)] if tm.batched else [[row] for row in rows]
     runs = []
-    for group in groups:
-        feeds = tm.feeds(group)
-        _check_size(feeds, ctx.settings.max_tensor_elements)
-        runs.append(ctx.runtime.run(mv, feeds, tm.output_names))
+    with observer.span("gateway.decode"):
+        for group in groups:
+            feeds = tm.feeds(group)
+            _check_size(feeds, ctx.settings.max_tensor_elements)
+            runs.append(ctx.runtime.run(mv, feeds, tm.output_names))
     outputs = await asyncio.gather(*runs)
-    values = [
-        p
-        for group, out in zip(groups, outputs, strict=True)
-        for p in tm.predictions(out, len(group))
-    ]
+    with observer.span("gateway.encode"):
+        values = [
+            p
+            for group, out in zip(groups, outputs, strict=True)
+            for p in tm.predictions(out, len(group))
+        ]
     return mv.version, values
 
 

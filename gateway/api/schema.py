@@ -15,8 +15,8 @@ from strawberry.types import ExecutionContext
 from gateway.api import generic
 from gateway.api.predict import build_predict_type
 from gateway.errors import ConfigError
-from gateway.runtime import ModelEntry
 from gateway.typed import TypedModel, build_typed_model
+from gateway.versions import ModelEntry
 
 __all__ = ["RESERVED_TYPE_NAMES", "GatewaySchema", "build_schema", "build_typed_models"]
 

@@ -1,0 +1,126 @@
+"""create_app(settings): the Starlette application, its lifespan and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from gateway.app.metrics import HTTPMetricsMiddleware, metrics_endpoint
+from gateway.app.state import SCHEMA_EXTENSIONS, Gateway
+from gateway.app.traces import trace_viewer_routes
+from gateway.app.view import GraphQLView
+from gateway.config import Settings
+from gateway.graphiql import STATIC_DIR
+from gateway.observability import Observer
+from gateway.repository import scan_repository
+from gateway.runtime import ModelRuntime
+from gateway.telemetry import Telemetry, TraceStore, create_telemetry
+
+__all__ = ["SCHEMA_EXTENSIONS", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+GRAPHIQL_STATIC = "/graphiql/static"
+
+
+def create_app(
+    settings: Settings,
+    *,
+    runtime: ModelRuntime | None = None,
+    telemetry: Telemetry | None = None,
+) -> Starlette:
+    """The gateway as an ASGI application.
+
+    Args:
+        settings: the configuration.
+        runtime: an existing runtime to serve (tests); default: one over ``settings.models``,
+            loaded in the background when the application starts.
+        telemetry: providers to use (tests); default: made from ``settings`` in the lifespan,
+            so that each worker process has its own.
+    """
+    if runtime is None:
+        scan = scan_repository(settings.models)
+        for warning in scan.warnings:
+            logger.warning("repository: %s", warning)
+        runtime = ModelRuntime(settings, scan)
+    gateway = Gateway(settings, runtime)
+    # The trace store must exist when the routes are made; its spans come once the
+    # lifespan has made the providers.
+    store = TraceStore(settings.trace_viewer_size) if settings.trace_viewer else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        made = telemetry or create_telemetry(settings, trace_store=store)
+        gateway.telemetry = made
+        gateway.runtime.attach(
+            Observer(
+                made.tracer_provider, made.meter_provider, record_document=settings.trace_document
+            )
+        )
+        loading: asyncio.Task[None] | None = None
+        if not gateway.runtime.initial_load_done:
+
+            async def load() -> None:
+                try:
+                    await gateway.runtime.load_all_async()
+                    gateway.rebuild()
+                except Exception:  # a bug: /readyz stays 503 "loading", and this says why
+                    logger.exception("the initial load failed")
+                    raise
+                logger.info("initial load finished: %d models", len(gateway.runtime.entries))
+
+            loading = asyncio.create_task(load())
+        else:
+            gateway.rebuild()
+        try:
+            yield
+        finally:
+            if loading is not None and not loading.done():
+                loading.cancel()
+            gateway.runtime.close()
+            made.shutdown()
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def readyz(request: Request) -> Response:
+        rt = gateway.runtime
+        if not rt.initial_load_done:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        not_ready = {
+            entry.name: {
+                str(v): {"state": mv.state.value, "reason": mv.reason}
+                for v, mv in sorted(entry.versions.items())
+            }
+            for entry in rt.entries.values()
+            if entry.default_version is None
+        }
+        if not_ready:
+            return JSONResponse({"status": "not ready", "models": not_ready}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    routes: list[BaseRoute] = [
+        Route("/graphql", GraphQLView(gateway), methods=["GET", "POST"], name="graphql"),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint(gateway), methods=["GET"]),
+        Mount(GRAPHIQL_STATIC, StaticFiles(directory=STATIC_DIR), name="graphiql-static"),
+    ]
+    if store is not None:
+        routes += trace_viewer_routes(store)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(HTTPMetricsMiddleware, gateway=gateway)],
+    )
+    app.state.gateway = gateway
+    return app

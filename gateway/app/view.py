@@ -1,0 +1,70 @@
+"""The GraphQL endpoint: Strawberry's ASGI view on the schema of the moment, and GraphiQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cross_web import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.schema import BaseSchema
+
+from gateway.api import GatewayContext
+from gateway.app.state import Gateway
+from gateway.errors import BadRequestError
+from gateway.examples import example_operations
+from gateway.graphiql import ExampleTab, render_graphiql_page
+
+__all__ = ["GraphQLView"]
+
+
+class GraphQLView(GraphQL[GatewayContext, None]):
+    """Strawberry's ASGI view, serving the current schema and our offline GraphiQL."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+        self._page: tuple[object, str] | None = None  # (schema it was made for, page)
+        super().__init__(gateway.current.schema, graphql_ide="graphiql")
+
+    # The schema is rebuilt when models load: every request reads the one of its moment.
+    @property
+    def schema(self) -> BaseSchema:
+        return self._gateway.current.schema
+
+    @schema.setter
+    def schema(self, value: BaseSchema) -> None:
+        pass  # set by the base class's __init__; the gateway's current schema is the truth
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> GatewayContext:
+        current = self._gateway.current
+        return GatewayContext(
+            self._gateway.runtime, self._gateway.settings, current.typed, request=request
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            response: Response = await self.run(Request(scope, receive=receive))
+        except HTTPException as exc:
+            # Strawberry answers these in plain text; clients get a GraphQL error with a code.
+            error = {"message": exc.reason, "extensions": {"code": BadRequestError.code}}
+            response = JSONResponse({"errors": [error]}, status_code=exc.status_code)
+        await response(scope, receive, send)
+
+    async def render_graphql_ide(self, request: Request) -> HTMLResponse:
+        current = self._gateway.current
+        if self._page is None or self._page[0] is not current:
+            configs = {n: e.spec.config for n, e in self._gateway.runtime.entries.items()}
+            tabs = [ExampleTab(q) for q in example_operations(current.typed, configs)]
+            page = render_graphiql_page(
+                endpoint=str(request.url_for("graphql").path),
+                static_url=str(request.url_for("graphiql-static", path="").path).rstrip("/"),
+                tabs=tabs,
+            )
+            self._page = (current, page)
+        return HTMLResponse(self._page[1])

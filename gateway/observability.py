@@ -1,0 +1,153 @@
+"""The gateway's tracer and metric instruments, through the OpenTelemetry API only.
+
+``Observer`` is handed to the runtime and reaches resolvers through the request context; with no
+providers it is a no-op, which is what in-process tests and ``gateway check`` use. The providers
+themselves are made in ``gateway.telemetry``.
+
+Metric names follow the OpenTelemetry conventions (Prometheus names in brackets):
+
+========================================  =========  ==============================================
+graphql.server.request.duration           histogram  s; per operation type, name and outcome code
+                                                     (graphql_server_request_duration_seconds)
+graphql.server.active_requests            updown     operations in flight
+http.server.request.duration              histogram  s; per method, route, status code
+http.server.active_requests               updown     HTTP requests in flight
+gateway.inference.duration                histogram  s; one ONNX Runtime run, per model, version
+gateway.inference.rows                    counter    rows run, per model, version
+gateway.inference.batch_size              histogram  rows per run, per model, version
+gateway.inference.queue_wait              histogram  s; wait for a worker thread, per model
+gateway.inference.queue_depth             gauge      runs waiting for a worker thread
+gateway.model.load.duration               histogram  s; load and warm-up, per model, version, state
+gateway.model.state                       gauge      1 for the state each version is in
+========================================  =========  ==============================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from opentelemetry import metrics, trace
+from opentelemetry.util.types import AttributeValue
+
+from gateway.errors import GatewayError
+
+__all__ = [
+    "CODE_ATTRIBUTE",
+    "MODEL_ATTRIBUTE",
+    "VERSION_ATTRIBUTE",
+    "Instruments",
+    "Observer",
+    "mark_failed",
+]
+
+MODEL_ATTRIBUTE = "gateway.model.name"
+VERSION_ATTRIBUTE = "gateway.model.version"
+CODE_ATTRIBUTE = "gateway.error.code"
+
+_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+_ROWS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+
+
+@dataclass(frozen=True, slots=True)
+class Instruments:
+    """Every synchronous metric instrument the gateway records."""
+
+    request_duration: metrics.Histogram
+    active_requests: metrics.UpDownCounter
+    http_duration: metrics.Histogram
+    http_active: metrics.UpDownCounter
+    inference_duration: metrics.Histogram
+    inference_rows: metrics.Counter
+    batch_size: metrics.Histogram
+    queue_wait: metrics.Histogram
+    load_duration: metrics.Histogram
+
+    @classmethod
+    def create(cls, meter: metrics.Meter) -> Instruments:
+        """The instruments, made with ``meter``."""
+
+        def seconds(name: str, description: str) -> metrics.Histogram:
+            return meter.create_histogram(
+                name,
+                unit="s",
+                description=description,
+                explicit_bucket_boundaries_advisory=_SECONDS,
+            )
+
+        return cls(
+            request_duration=seconds(
+                "graphql.server.request.duration", "Duration of GraphQL operations."
+            ),
+            active_requests=meter.create_up_down_counter(
+                "graphql.server.active_requests",
+                unit="{request}",
+                description="GraphQL operations in flight.",
+            ),
+            http_duration=seconds("http.server.request.duration", "Duration of HTTP requests."),
+            http_active=meter.create_up_down_counter(
+                "http.server.active_requests",
+                unit="{request}",
+                description="HTTP requests in flight.",
+            ),
+            inference_duration=seconds(
+                "gateway.inference.duration", "Duration of one ONNX Runtime run."
+            ),
+            inference_rows=meter.create_counter(
+                "gateway.inference.rows", unit="{row}", description="Rows run through models."
+            ),
+            batch_size=meter.create_histogram(
+                "gateway.inference.batch_size",
+                unit="{row}",
+                description="Rows per ONNX Runtime run.",
+                explicit_bucket_boundaries_advisory=_ROWS,
+            ),
+            queue_wait=seconds(
+                "gateway.inference.queue_wait", "Wait for a worker thread before a run."
+            ),
+            load_duration=seconds(
+                "gateway.model.load.duration", "Load and warm-up of a model version."
+            ),
+        )
+
+
+class Observer:
+    """The tracer, the meter and the instruments of one gateway."""
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+        *,
+        record_document: bool = False,
+    ) -> None:
+        tracer_provider = tracer_provider or trace.NoOpTracerProvider()
+        meter_provider = meter_provider or metrics.NoOpMeterProvider()
+        self.tracer = tracer_provider.get_tracer("gateway")
+        self.meter = meter_provider.get_meter("gateway")
+        self.instruments = Instruments.create(self.meter)
+        #: Whether the operation span may carry the GraphQL document.
+        self.record_document = record_document
+
+    @contextmanager
+    def span(
+        self, name: str, attributes: Mapping[str, AttributeValue] | None = None
+    ) -> Iterator[trace.Span]:
+        """A span around a step; a failure sets its status and error code, never its message
+        (messages may quote input values)."""
+        with self.tracer.start_as_current_span(
+            name, attributes=attributes, record_exception=False, set_status_on_exception=False
+        ) as span:
+            try:
+                yield span
+            except Exception as exc:
+                mark_failed(span, exc)
+                raise
+
+
+def mark_failed(span: trace.Span, exc: BaseException) -> None:
+    """Set ERROR status and the error code on ``span``."""
+    code = exc.code if isinstance(exc, GatewayError) else "INTERNAL_SERVER_ERROR"
+    span.set_attribute(CODE_ATTRIBUTE, code)
+    span.set_status(trace.Status(trace.StatusCode.ERROR, code))

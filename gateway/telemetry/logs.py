@@ -1,0 +1,79 @@
+"""Log records as JSON lines (or human text), with the trace and span id of the request.
+
+Every record emitted while a span is current carries ``trace_id`` and ``span_id``, so a log line
+leads to its trace and back. Fields passed with ``extra=`` become keys of the JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any, TextIO
+
+from opentelemetry import trace
+
+__all__ = ["HumanFormatter", "JsonFormatter", "configure_logging"]
+
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def _trace_ids() -> tuple[str, str] | None:
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return trace.format_trace_id(context.trace_id), trace.format_span_id(context.span_id)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, trace ids, extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        ids = _trace_ids()
+        if ids is not None:
+            entry["trace_id"], entry["span_id"] = ids
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class HumanFormatter(logging.Formatter):
+    """``time level logger: message [trace=...]`` for a terminal."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        ids = _trace_ids()
+        if ids is None:
+            return text
+        first, newline, rest = text.partition("\n")
+        return f"{first} [trace={ids[0]}]{newline}{rest}"
+
+
+def configure_logging(level: str, fmt: str, *, stream: TextIO | None = None) -> None:
+    """Send every logger (uvicorn's included) to one handler with the chosen format."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else HumanFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+    # The gateway writes its own access line per GraphQL operation; uvicorn's adds nothing.
+    logging.getLogger("uvicorn.access").disabled = True

@@ -1,0 +1,172 @@
+"""An in-memory store of the last finished traces, for the built-in trace viewer.
+
+A SpanProcessor: every span that ends is kept under its trace; a trace is listed once its local
+root span (no parent, or a remote parent from the caller's ``traceparent``) has ended. Only the
+newest ``capacity`` traces are kept. Attribute values are the span's own, already bounded by the
+tracer provider's span limits.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
+
+__all__ = ["TraceStore"]
+
+_MODEL_ATTRIBUTE = "gateway.model.name"
+_CODE_ATTRIBUTE = "gateway.error.code"
+
+
+class TraceStore(SpanProcessor):
+    """Keeps the newest ``capacity`` traces; thread-safe."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        self._pending: dict[int, list[ReadableSpan]] = {}
+        self._done: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        return None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.context
+        if context is None:
+            return
+        trace_id = context.trace_id
+        is_root = span.parent is None or span.parent.is_remote
+        with self._lock:
+            if trace_id in self._done:  # a late span (e.g. a batch run) of a listed trace
+                self._done[trace_id].append(span)
+                return
+            spans = self._pending.setdefault(trace_id, [])
+            spans.append(span)
+            if is_root:
+                self._done[trace_id] = self._pending.pop(trace_id)
+                while len(self._done) > self._capacity:
+                    self._done.popitem(last=False)
+            # Traces whose root never ends (cancelled requests) must not pile up.
+            while len(self._pending) > self._capacity:
+                self._pending.pop(next(iter(self._pending)))
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._pending.clear()
+            self._done.clear()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+    def summaries(
+        self, *, min_ms: float = 0.0, failed: bool = False, model: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The kept traces, newest first, filtered; JSON-ready."""
+        with self._lock:
+            traces = [list(spans) for spans in reversed(self._done.values())]
+        out = []
+        for spans in traces:
+            summary = _summary(spans)
+            if summary["durationMs"] < min_ms or (failed and summary["status"] != "ERROR"):
+                continue
+            if model is not None and model not in summary["models"]:
+                continue
+            out.append(summary)
+        return out
+
+    def trace(self, trace_id: str) -> dict[str, Any] | None:
+        """One trace with all its spans, JSON-ready; None when it is not kept."""
+        try:
+            key = int(trace_id, 16)
+        except ValueError:
+            return None
+        with self._lock:
+            spans = list(self._done.get(key, ()))
+        if not spans:
+            return None
+        return {**_summary(spans), "spans": [_span(s) for s in _ordered(spans)]}
+
+
+def _root(spans: Sequence[ReadableSpan]) -> ReadableSpan:
+    roots = [s for s in spans if s.parent is None or s.parent.is_remote]
+    return roots[0] if roots else min(spans, key=lambda s: s.start_time or 0)
+
+
+def _ordered(spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
+    return sorted(spans, key=lambda s: s.start_time or 0)
+
+
+def _ms(start: int | None, end: int | None) -> float:
+    return ((end or 0) - (start or 0)) / 1e6
+
+
+def _summary(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
+    root = _root(spans)
+    failed = [s for s in spans if s.status.status_code is StatusCode.ERROR]
+    models = sorted(
+        {
+            str(s.attributes[_MODEL_ATTRIBUTE])
+            for s in spans
+            if s.attributes and _MODEL_ATTRIBUTE in s.attributes
+        }
+    )
+    codes = [
+        str(s.attributes[_CODE_ATTRIBUTE])
+        for s in failed
+        if s.attributes and _CODE_ATTRIBUTE in s.attributes
+    ]
+    context = root.context
+    assert context is not None
+    return {
+        "traceId": format_trace_id(context.trace_id),
+        "name": root.name,
+        "startTime": (root.start_time or 0) / 1e6,
+        "durationMs": _ms(root.start_time, root.end_time),
+        "status": "ERROR" if failed else "OK",
+        "errorCode": codes[0] if codes else None,
+        "models": models,
+        "spanCount": len(spans),
+    }
+
+
+def _span(span: ReadableSpan) -> dict[str, Any]:
+    context = span.context
+    assert context is not None
+    parent = span.parent
+    return {
+        "spanId": format_span_id(context.span_id),
+        "parentSpanId": None
+        if parent is None or parent.is_remote
+        else format_span_id(parent.span_id),
+        "name": span.name,
+        "kind": span.kind.name,
+        "startTime": (span.start_time or 0) / 1e6,
+        "durationMs": _ms(span.start_time, span.end_time),
+        "status": span.status.status_code.name,
+        "statusMessage": span.status.description,
+        "attributes": {k: _value(v) for k, v in (span.attributes or {}).items()},
+        "events": [
+            {
+                "name": e.name,
+                "time": e.timestamp / 1e6,
+                "attributes": {k: _value(v) for k, v in (e.attributes or {}).items()},
+            }
+            for e in span.events
+        ],
+        "links": [
+            {
+                "traceId": format_trace_id(link.context.trace_id),
+                "spanId": format_span_id(link.context.span_id),
+            }
+            for link in span.links
+        ],
+    }
+
+
+def _value(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

@@ -21,10 +21,10 @@ import pytest
 from onnx import TensorProto, helper
 
 from gateway.api import GatewayContext, GatewaySchema, build_schema
+from gateway.app import SCHEMA_EXTENSIONS
 from gateway.config import Settings
 from gateway.repository import scan_repository
 from gateway.runtime import ModelRuntime
-from gateway.app import SCHEMA_EXTENSIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_MODELS = ROOT / "models"

@@ -35,6 +35,7 @@ from gateway.errors import GatewayError
 
 __all__ = [
     "CODE_ATTRIBUTE",
+    "MODELS_ATTRIBUTE",
     "MODEL_ATTRIBUTE",
     "VERSION_ATTRIBUTE",
     "Instruments",
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 MODEL_ATTRIBUTE = "gateway.model.name"
+#: On the operation span: every model the operation used.
+MODELS_ATTRIBUTE = "gateway.models"
 VERSION_ATTRIBUTE = "gateway.model.version"
 CODE_ATTRIBUTE = "gateway.error.code"
 

@@ -21,7 +21,7 @@ from opentelemetry.util.types import AttributeValue
 from strawberry.extensions import SchemaExtension
 
 from gateway.api.context import GatewayContext
-from gateway.observability import CODE_ATTRIBUTE, MODEL_ATTRIBUTE
+from gateway.observability import CODE_ATTRIBUTE, MODELS_ATTRIBUTE
 
 __all__ = ["OperationObserver"]
 
@@ -66,7 +66,7 @@ class OperationObserver(SchemaExtension):
             if observer.record_document and self.execution_context.query:
                 attributes["graphql.document"] = self.execution_context.query[:_MAX_DOCUMENT]
             if ctx.models:
-                attributes[MODEL_ATTRIBUTE] = sorted(ctx.models)
+                attributes[MODELS_ATTRIBUTE] = sorted(ctx.models)
             span.set_attributes(attributes)
             if code != "OK":
                 span.set_attribute(CODE_ATTRIBUTE, code)

@@ -85,7 +85,11 @@ def create_telemetry(settings: Settings, *, trace_store: TraceStore | None = Non
         return Telemetry(trace_api.NoOpTracerProvider(), metrics_api.NoOpMeterProvider(), registry)
     resource = _resource(otel)
     readers: list[MetricReader] = [
-        PrometheusMetricReader(disable_target_info=True, registry=registry)
+        # Without scope labels: every series would carry otel_scope_name="gateway" and two empty
+        # labels; the resource (service.name...) is for OTLP, Prometheus knows its targets.
+        PrometheusMetricReader(
+            disable_target_info=True, scope_info_enabled=False, registry=registry
+        )
     ]
     metric_exporter = _metric_exporter(otel)
     if metric_exporter is not None:

@@ -81,18 +81,19 @@ class OperationObserver(SchemaExtension):
                     "gateway.outcome": code,
                 },
             )
-            access_log.info(
-                "%s %s %.1f ms",
-                name,
-                code,
-                duration * 1000,
-                extra={
-                    "operation": name,
-                    "models": sorted(ctx.models),
-                    "outcome": code,
-                    "duration_ms": round(duration * 1000, 3),
-                },
-            )
+            if ctx.settings.access_log:
+                access_log.info(
+                    "%s %s %.1f ms",
+                    name,
+                    code,
+                    duration * 1000,
+                    extra={
+                        "operation": name,
+                        "models": sorted(ctx.models),
+                        "outcome": code,
+                        "duration_ms": round(duration * 1000, 3),
+                    },
+                )
             otel_context.detach(token)
             span.end()
 

@@ -20,6 +20,7 @@ from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
 __all__ = ["TraceStore"]
 
 _MODEL_ATTRIBUTE = "gateway.model.name"
+_MODELS_ATTRIBUTE = "gateway.models"
 _CODE_ATTRIBUTE = "gateway.error.code"
 
 
@@ -108,13 +109,14 @@ def _ms(start: int | None, end: int | None) -> float:
 def _summary(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
     root = _root(spans)
     failed = [s for s in spans if s.status.status_code is StatusCode.ERROR]
-    models = sorted(
-        {
-            str(s.attributes[_MODEL_ATTRIBUTE])
-            for s in spans
-            if s.attributes and _MODEL_ATTRIBUTE in s.attributes
-        }
-    )
+    models: set[str] = set()
+    for span in spans:
+        for key in (_MODEL_ATTRIBUTE, _MODELS_ATTRIBUTE):
+            value = (span.attributes or {}).get(key)
+            if isinstance(value, str):
+                models.add(value)
+            elif isinstance(value, tuple | list):
+                models.update(str(v) for v in value)
     codes = [
         str(s.attributes[_CODE_ATTRIBUTE])
         for s in failed
@@ -129,7 +131,7 @@ def _summary(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
         "durationMs": _ms(root.start_time, root.end_time),
         "status": "ERROR" if failed else "OK",
         "errorCode": codes[0] if codes else None,
-        "models": models,
+        "models": sorted(models),
         "spanCount": len(spans),
     }
 

@@ -10,6 +10,7 @@ entry (one response in ``sample_every`` is searched, so that the check stays che
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -91,7 +92,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0-100) of already sorted values, nearest rank; 0 when empty."""
     if not sorted_values:
         return 0.0
-    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
+    rank = max(1, min(len(sorted_values), math.ceil(q / 100 * len(sorted_values))))
     return sorted_values[rank - 1]
 
 

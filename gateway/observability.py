@@ -28,7 +28,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from opentelemetry import metrics, trace
+from opentelemetry import context, metrics, trace
 from opentelemetry.util.types import AttributeValue
 
 from gateway.errors import GatewayError
@@ -137,16 +137,18 @@ class Observer:
     def span(
         self, name: str, attributes: Mapping[str, AttributeValue] | None = None
     ) -> Iterator[trace.Span]:
-        """A span around a step; a failure sets its status and error code, never its message
-        (messages may quote input values)."""
-        with self.tracer.start_as_current_span(
-            name, attributes=attributes, record_exception=False, set_status_on_exception=False
-        ) as span:
-            try:
-                yield span
-            except Exception as exc:
-                mark_failed(span, exc)
-                raise
+        """A span around a step, current inside the block; a failure sets its status and
+        error code, never its message (messages may quote input values)."""
+        span = self.tracer.start_span(name, attributes=attributes)
+        token = context.attach(trace.set_span_in_context(span))
+        try:
+            yield span
+        except Exception as exc:
+            mark_failed(span, exc)
+            raise
+        finally:
+            context.detach(token)
+            span.end()
 
 
 def mark_failed(span: trace.Span, exc: BaseException) -> None:

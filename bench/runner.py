@@ -1,0 +1,175 @@
+"""Run one scenario: start its servers, check them, then measure them in alternating rounds.
+
+Method (these machines are shared and noisy, so only ratios measured together count):
+
+1. Pinning. Every server runs on one core (``taskset -c``, the first core this process may
+   use) and the load generator and the harness itself (with its OTLP sink) on another, so
+   that the client never steals the server's CPU. With fewer than two cores, or no
+   ``taskset``, nothing is pinned and the report says so.
+2. All servers of a scenario are started together and stay up for the whole scenario, idle
+   while another is measured; each must answer ``/readyz``, then a few correct responses
+   (``verify``), before any load; then each gets an unrecorded warm-up run.
+3. Rounds. A server's measured time (``duration``) is split into ``rounds`` runs of
+   ``duration // rounds`` whole seconds. Round ``k`` runs the servers in the scenario's order
+   rotated by ``k`` (for two servers: A B, B A, A B, ...), so that slow drift of the machine
+   (another tenant, thermal limits) hits every server alike instead of whichever ran last.
+4. Figures. A server's req/s, p50 and p99 are the medians of its runs; errors are summed.
+   Its ratio is the median, over rounds, of its req/s divided by the baseline's req/s in the
+   same round: pairing runs that were close in time cancels drift that a ratio of medians
+   would keep. The baseline's ratio is 1 by definition.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.load import Loadgen, LoadRequest, LoadResult, run_load, verify
+from bench.scenarios import Scenario, Target
+from bench.servers import Server, running_server
+from bench.sink import SinkCounts, running_sink
+
+__all__ = ["Plan", "ScenarioResult", "TargetResult", "plan_rounds", "rotation", "run_scenario"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How every scenario of a run is measured."""
+
+    loadgen: Loadgen
+    rounds: int
+    round_seconds: int
+    warmup_seconds: int
+    connections: int | None
+    """Overrides every scenario's own connection count when set."""
+    server_core: int | None
+    load_core: int | None
+    log_dir: Path
+
+
+@dataclass
+class TargetResult:
+    """One server's runs in a scenario, and the figures drawn from them."""
+
+    target: Target
+    runs: list[LoadResult] = field(default_factory=list)
+    round_ratios: list[float] = field(default_factory=list)
+
+    @property
+    def rps(self) -> float:
+        """Median requests per second over the runs."""
+        return _median([r.rps for r in self.runs])
+
+    @property
+    def p50_ms(self) -> float:
+        """Median of the runs' median latencies."""
+        return _median([r.p50_ms for r in self.runs])
+
+    @property
+    def p99_ms(self) -> float:
+        """Median of the runs' 99th percentile latencies."""
+        return _median([r.p99_ms for r in self.runs])
+
+    @property
+    def errors(self) -> int:
+        """Errors over all runs."""
+        return sum(r.errors for r in self.runs)
+
+    @property
+    def ratio(self) -> float:
+        """Median over rounds of req/s relative to the baseline's in the same round."""
+        return _median(self.round_ratios)
+
+
+@dataclass
+class ScenarioResult:
+    """A measured scenario."""
+
+    scenario: Scenario
+    connections: int
+    targets: list[TargetResult]
+    order: list[list[str]]
+    sink: dict[str, SinkCounts] | None
+
+    def result(self, name: str) -> TargetResult:
+        """The result of the target called ``name``."""
+        return next(t for t in self.targets if t.target.name == name)
+
+
+def plan_rounds(duration: int, rounds: int) -> tuple[int, int]:
+    """(rounds, seconds per run) that fit ``duration`` seconds per server, each run >= 1 s."""
+    rounds = max(1, min(rounds, duration))
+    return rounds, max(1, duration // rounds)
+
+
+def rotation(items: Sequence[str], k: int) -> list[str]:
+    """``items`` rotated left by ``k``: the order of round ``k``."""
+    if not items:
+        return []
+    k %= len(items)
+    return [*items[k:], *items[:k]]
+
+
+def run_scenario(
+    scenario: Scenario, plan: Plan, *, progress: Callable[[str], None]
+) -> ScenarioResult:
+    """Start ``scenario``'s servers, verify, warm up and measure them; always stop them."""
+    connections = plan.connections or scenario.connections
+    results = {t.name: TargetResult(t) for t in scenario.targets}
+    order: list[list[str]] = []
+    with contextlib.ExitStack() as outer:
+        sink = outer.enter_context(running_sink()) if scenario.uses_sink else None
+        with contextlib.ExitStack() as stack:
+            requests: dict[str, LoadRequest] = {}
+            for target in scenario.targets:
+                progress(f"{scenario.name}: starting {target.name}")
+                extra = (
+                    {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint} if sink and target.otlp else {}
+                )
+                log = plan.log_dir / f"{scenario.name}-{_slug(target.name)}.log"
+                server: Server = stack.enter_context(
+                    running_server(target.server, log=log, core=plan.server_core, extra_env=extra)
+                )
+                requests[target.name] = LoadRequest(server.url + target.path, target.body)
+            for target in scenario.targets:
+                verify(requests[target.name], target.check)
+            if plan.warmup_seconds > 0:
+                for target in scenario.targets:
+                    progress(f"{scenario.name}: warming up {target.name}")
+                    _measure(requests[target.name], plan, connections, plan.warmup_seconds)
+            names = [t.name for t in scenario.targets]
+            for k in range(plan.rounds):
+                order.append(rotation(names, k))
+                for name in order[-1]:
+                    progress(f"{scenario.name}: round {k + 1}/{plan.rounds}: {name}")
+                    run = _measure(requests[name], plan, connections, plan.round_seconds)
+                    results[name].runs.append(run)
+                baseline = results[scenario.baseline].runs[-1].rps
+                for result in results.values():
+                    rps = result.runs[-1].rps
+                    result.round_ratios.append(rps / baseline if baseline > 0 else 0.0)
+        # The servers have stopped, so spans still queued at the end have been flushed.
+        counts = sink.snapshot() if sink is not None else None
+    return ScenarioResult(scenario, connections, list(results.values()), order, counts)
+
+
+def _measure(request: LoadRequest, plan: Plan, connections: int, seconds: int) -> LoadResult:
+    return run_load(
+        request,
+        loadgen=plan.loadgen,
+        connections=connections,
+        seconds=seconds,
+        core=plan.load_core,
+    )
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")

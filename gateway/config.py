@@ -46,6 +46,14 @@ DEFAULT_MODELS = _bundled_models()
 _T = TypeVar("_T")
 
 
+def _usable_cores() -> int:
+    # The cores this process may run on (taskset, cgroups), not the machine's.
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _doc(text: str) -> dict[str, str]:
     return {"doc": text}
 
@@ -104,7 +112,7 @@ class Settings:
         ),
     )
     inference_threads: int = field(
-        default_factory=lambda: os.cpu_count() or 1,
+        default_factory=lambda: _usable_cores(),
         metadata=_doc(
             "Worker threads that run ONNX Runtime, shared by all models (default: cores)."
         ),
@@ -115,6 +123,21 @@ class Settings:
     )
     max_batch_rows: int = field(
         default=4096, metadata=_doc("Most rows one typed batch field may carry.")
+    )
+    batching: bool = field(
+        default=True,
+        metadata=_doc("Coalesce concurrent requests to a model into one run (dynamic batching)."),
+    )
+    max_batch_size: int = field(
+        default=64, metadata=_doc("Most rows in one batched run (a bigger request runs alone).")
+    )
+    max_delay_us: int = field(
+        default=0,
+        metadata=_doc("Microseconds a batch may wait for more rows (0: take what is queued)."),
+    )
+    max_queue: int = field(
+        default=2048,
+        metadata=_doc("Rows that may wait per model version; beyond, requests get OVERLOADED."),
     )
     warmup: bool = field(
         default=True,
@@ -145,6 +168,9 @@ class Settings:
         _check_min("inference_threads", self.inference_threads, 1)
         _check_min("max_tensor_elements", self.max_tensor_elements, 1)
         _check_min("max_batch_rows", self.max_batch_rows, 1)
+        _check_min("max_batch_size", self.max_batch_size, 1)
+        _check_min("max_delay_us", self.max_delay_us, 0)
+        _check_min("max_queue", self.max_queue, 1)
 
     @classmethod
     def load(

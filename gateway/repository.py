@@ -50,6 +50,9 @@ class ModelConfig:
     session: Mapping[str, Any] = field(default_factory=dict)
     #: An example row, keyed by feature name, for the explorer's example operations.
     example: Mapping[str, Any] = field(default_factory=dict)
+    #: Dynamic batching for this model: ``enabled``, ``max_batch_size``, ``max_delay_us``,
+    #: ``max_queue`` (over the global settings).
+    batching: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +143,7 @@ def parse_model_config(raw: Mapping[str, Any]) -> ModelConfig:
     Raises:
         ConfigError: an unknown key or a value of the wrong type.
     """
-    known = {"description", "features", "labels", "inputs", "session", "example"}
+    known = {"description", "features", "labels", "inputs", "session", "example", "batching"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
@@ -168,7 +171,29 @@ def parse_model_config(raw: Mapping[str, Any]) -> ModelConfig:
         isinstance(v, (*_SCALAR, list)) for v in example.values()
     ):
         raise ConfigError("example: expected a table of feature = value")
-    return ModelConfig(description, features, labels, dict(session), dict(example))
+    return ModelConfig(description, features, labels, dict(session), dict(example), _batching(raw))
+
+
+_BATCHING_LIMITS = {"max_batch_size": 1, "max_delay_us": 0, "max_queue": 1}
+
+
+def _batching(raw: Mapping[str, Any]) -> dict[str, Any]:
+    table = raw.get("batching", {})
+    if not isinstance(table, Mapping):
+        raise ConfigError("batching: expected a table")
+    unknown = sorted(set(table) - {"enabled", *_BATCHING_LIMITS})
+    if unknown:
+        raise ConfigError(
+            f"batching: unknown key {unknown[0]!r}; known keys: enabled, "
+            + ", ".join(_BATCHING_LIMITS)
+        )
+    if "enabled" in table and not isinstance(table["enabled"], bool):
+        raise ConfigError("batching.enabled: expected true or false")
+    for key, low in _BATCHING_LIMITS.items():
+        value = table.get(key, low)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"batching.{key}: expected an integer >= {low}")
+    return dict(table)
 
 
 def _strings(value: Any, key: str) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
+from gateway.batching import Batcher, BatchPolicy
 from gateway.config import SessionOptions, Settings
 from gateway.errors import (
     ConfigError,
@@ -80,8 +81,9 @@ class ModelRuntime:
         observer.meter.create_observable_gauge(
             "gateway.inference.queue_depth",
             callbacks=[self._observe_queue],
-            unit="{run}",
-            description="ONNX Runtime runs waiting for a worker thread.",
+            unit="{item}",
+            description="Runs waiting for a worker thread (gateway.queue=worker) and rows "
+            "waiting to join a batch, per model version (gateway.queue=batch).",
         )
         observer.meter.create_observable_gauge(
             "gateway.model.state",
@@ -90,7 +92,18 @@ class ModelRuntime:
         )
 
     def _observe_queue(self, options: CallbackOptions) -> Iterable[Observation]:
-        yield Observation(self._waiting)
+        yield Observation(self._waiting, {"gateway.queue": "worker"})
+        for entry in list(self.entries.values()):
+            for mv in list(entry.versions.values()):
+                if mv.batcher is not None:
+                    yield Observation(
+                        mv.batcher.queued_rows,
+                        {
+                            "gateway.queue": "batch",
+                            MODEL_ATTRIBUTE: mv.model,
+                            VERSION_ATTRIBUTE: mv.version,
+                        },
+                    )
 
     def _observe_states(self, options: CallbackOptions) -> Iterable[Observation]:
         for entry in list(self.entries.values()):
@@ -121,6 +134,11 @@ class ModelRuntime:
 
     def close(self) -> None:
         """Release every session and stop the worker threads."""
+        for entry in self.entries.values():
+            for mv in entry.versions.values():
+                if mv.batcher is not None:
+                    mv.batcher.close()
+                    mv.batcher = None
         self._executor.shutdown(wait=True, cancel_futures=True)
         for entry in self.entries.values():
             for mv in entry.versions.values():
@@ -164,9 +182,14 @@ class ModelRuntime:
     ) -> dict[str, np.ndarray]:
         """Run ``mv`` on validated ``feeds`` in a worker thread; returns dense arrays by name.
 
-        Traced as ``gateway.queue`` (the wait for a worker) and ``gateway.run`` (the run itself),
-        children of the caller's current span.
+        Through the version's batcher when it has one. Traced as ``gateway.queue`` (the wait)
+        and ``gateway.run`` (the run itself), children of the caller's current span.
+
+        Raises:
+            OverloadedError: the version's batch queue is full.
         """
+        if mv.batcher is not None:
+            return await mv.batcher.submit(feeds, outputs)
         loop = asyncio.get_running_loop()
         submitted = time.time_ns()
         with self._waiting_lock:
@@ -201,7 +224,7 @@ class ModelRuntime:
         rows = _rows(feeds)
         with observer.span(
             "gateway.run",
-            {**labels, "gateway.batch.size": rows, "gateway.batch.rows": rows},
+            {**labels, "gateway.batch.size": rows, "gateway.batch.requests": 1},
         ):
             result = _run_session(mv, feeds, outputs)
         instruments.inference_duration.record((time.time_ns() - started) / 1e9, labels)
@@ -235,6 +258,7 @@ class ModelRuntime:
                 mv.session = _create_session(mv.path, options)
                 if self._settings.warmup:
                     _run_session(mv, synthetic_inputs(mv.signature.inputs), None)
+                mv.batcher = self._batcher(spec, mv)
         except (GatewayError, OSError) as exc:
             mv.session = None
             mv.load_seconds = time.perf_counter() - started
@@ -259,6 +283,32 @@ class ModelRuntime:
                 mv.load_seconds * 1000,
                 extra={"model": mv.model, "version": mv.version},
             )
+
+    def _batcher(self, spec: ModelSpec, mv: ModelVersion) -> Batcher | None:
+        """A batcher for ``mv`` if batching is on and every input and output has a free first
+        dimension (else rows of different requests cannot be stacked and split)."""
+        settings, table = self._settings, spec.config.batching
+        signature = mv.signature
+        assert signature is not None
+        if not table.get("enabled", settings.batching):
+            return None
+        values = (*signature.inputs, *signature.outputs)
+        if any(not v.shape or v.shape[0] != -1 or v.kind is IOKind.MAP for v in values):
+            return None
+        policy = BatchPolicy(
+            max_batch_size=table.get("max_batch_size", settings.max_batch_size),
+            max_delay_us=table.get("max_delay_us", settings.max_delay_us),
+            max_queue=table.get("max_queue", settings.max_queue),
+        )
+        return Batcher(
+            model=mv.model,
+            version=mv.version,
+            run=lambda feeds, outputs: _run_session(mv, feeds, outputs),
+            executor=self._executor,
+            policy=policy,
+            observer=lambda: self.observer,
+            max_in_flight=settings.inference_threads,
+        )
 
     def _public_reason(self, exc: BaseException) -> str:
         # Reasons are shown to clients; keep repository paths out of them.

@@ -21,6 +21,9 @@ __all__ = ["ErrorCodes", "error_code"]
 
 logger = logging.getLogger(__name__)
 
+#: Seconds an overloaded server asks clients to wait before they retry.
+RETRY_AFTER_SECONDS = 1
+
 
 def error_code(error: GraphQLError, *, validation: bool = False) -> str:
     """The contract's code for ``error``."""
@@ -54,6 +57,12 @@ class ErrorCodes(SchemaExtension):
         if result is None or not result.errors:
             return
         result.errors = [self._format(e) for e in result.errors]
+        codes = {(e.extensions or {}).get("code") for e in result.errors}
+        response = getattr(self.execution_context.context, "response", None)
+        if "OVERLOADED" in codes and response is not None:
+            # Shedding load: tell HTTP clients and proxies to come back (GraphQL over HTTP).
+            response.status_code = 503
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
 
     def _format(self, error: GraphQLError) -> GraphQLError:
         validation = any(error is e for e in self._validation_errors)

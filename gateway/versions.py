@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.batching import Batcher
 from gateway.repository import ModelSpec
 from gateway.signature import Signature
 
@@ -36,6 +37,8 @@ class ModelVersion:
     load_seconds: float | None = None
     #: The ONNX Runtime session (gateway.runtime's business), once loaded.
     session: Any = field(default=None, repr=False)
+    #: Its dynamic batcher, when the version can batch (a free first dimension everywhere).
+    batcher: Batcher | None = field(default=None, repr=False)
 
 
 @dataclass(slots=True)

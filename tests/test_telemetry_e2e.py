@@ -336,5 +336,11 @@ def test_metrics_after_known_traffic(tmp_path: Path) -> None:
         == 10
     )
     assert _value_of(s, "graphql_server_active_requests") == 0
-    assert _value_of(s, "gateway_inference_queue_depth") == 0
+    assert _value_of(s, "gateway_inference_queue_depth", gateway_queue="worker") == 0
+    assert (
+        _value_of(
+            s, "gateway_inference_queue_depth", gateway_queue="batch", gateway_model_version="2"
+        )
+        == 0
+    )
     assert "otel_scope_name" not in text

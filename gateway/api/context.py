@@ -25,6 +25,8 @@ class GatewayContext:
     typed: Mapping[str, TypedModel | str] = field(default_factory=dict)
     #: The HTTP request, when there is one (None in-process).
     request: Any = None
+    #: The HTTP response being prepared (status code, headers), when there is one.
+    response: Any = None
     #: The models this operation used, for its span and access-log line.
     models: set[str] = field(default_factory=set)
 

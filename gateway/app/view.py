@@ -41,7 +41,11 @@ class GraphQLView(GraphQL[GatewayContext, None]):
     async def get_context(self, request: Request | WebSocket, response: Any) -> GatewayContext:
         current = self._gateway.current
         return GatewayContext(
-            self._gateway.runtime, self._gateway.settings, current.typed, request=request
+            self._gateway.runtime,
+            self._gateway.settings,
+            current.typed,
+            request=request,
+            response=response,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

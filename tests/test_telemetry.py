@@ -104,6 +104,7 @@ def test_the_trace_viewer_api_when_enabled() -> None:
             "'grpc' is not supported",
         ),
         ({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER: invalid value 'zipkin'"),
+        ({"OTEL_METRICS_EXEMPLAR_FILTER": "some"}, "OTEL_METRICS_EXEMPLAR_FILTER: invalid"),
     ],
 )
 def test_bad_otel_settings_name_the_variable(environ: dict[str, str], phrase: str) -> None:

@@ -43,7 +43,7 @@ class OperationObserver(SchemaExtension):
             return
         observer = ctx.runtime.observer
         headers = getattr(ctx.request, "headers", None)
-        parent = propagate.extract(dict(headers)) if headers else None
+        parent = propagate.extract(headers) if headers else None
         started = time.perf_counter()
         span = observer.tracer.start_span(
             "GraphQL Operation", context=parent, kind=trace.SpanKind.SERVER

@@ -7,7 +7,7 @@ Configured by the standard variables (read into ``Settings.otel``): ``OTEL_SDK_D
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``..._METRICS_ENDPOINT``), ``OTEL_EXPORTER_OTLP_HEADERS``,
 ``OTEL_EXPORTER_OTLP_PROTOCOL`` (http/protobuf), ``OTEL_TRACES_EXPORTER`` /
 ``OTEL_METRICS_EXPORTER`` (otlp, console or none), ``OTEL_METRIC_EXPORT_INTERVAL``,
-``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``.
+``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``, ``OTEL_METRICS_EXEMPLAR_FILTER`` (default always_off).
 """
 
 from __future__ import annotations
@@ -22,7 +22,13 @@ from opentelemetry import trace as trace_api
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import (
+    AlwaysOffExemplarFilter,
+    AlwaysOnExemplarFilter,
+    ExemplarFilter,
+    MeterProvider,
+    TraceBasedExemplarFilter,
+)
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricExporter,
@@ -98,7 +104,10 @@ def create_telemetry(settings: Settings, *, trace_store: TraceStore | None = Non
             PeriodicExportingMetricReader(metric_exporter, export_interval_millis=interval)
         )
     meter_provider = MeterProvider(
-        metric_readers=readers, resource=resource, shutdown_on_exit=False
+        metric_readers=readers,
+        resource=resource,
+        shutdown_on_exit=False,
+        exemplar_filter=_exemplar_filter(otel),
     )
     limit = int(_number(otel, "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", DEFAULT_ATTRIBUTE_LENGTH))
     tracer_provider = TracerProvider(
@@ -162,6 +171,26 @@ def _sampler(otel: Mapping[str, str]) -> sampling.Sampler:
     if not 0.0 <= ratio <= 1.0:
         raise ConfigError(f"OTEL_TRACES_SAMPLER_ARG: invalid value {ratio}: expected 0..1")
     return _SAMPLERS[name](ratio)
+
+
+_EXEMPLAR_FILTERS: dict[str, Callable[[], ExemplarFilter]] = {
+    "always_off": AlwaysOffExemplarFilter,
+    "always_on": AlwaysOnExemplarFilter,
+    "trace_based": TraceBasedExemplarFilter,
+}
+
+
+def _exemplar_filter(otel: Mapping[str, str]) -> ExemplarFilter:
+    # Off unless asked for (the SDK's default is trace_based): sampling an exemplar on every
+    # measurement of a traced request costs more than the rest of the metric, and /metrics
+    # (Prometheus text) cannot show exemplars anyway.
+    name = otel.get("OTEL_METRICS_EXEMPLAR_FILTER", "always_off").strip().lower()
+    if name not in _EXEMPLAR_FILTERS:
+        raise ConfigError(
+            f"OTEL_METRICS_EXEMPLAR_FILTER: invalid value {name!r}; expected one of "
+            + ", ".join(_EXEMPLAR_FILTERS)
+        )
+    return _EXEMPLAR_FILTERS[name]()
 
 
 def _span_exporter(otel: Mapping[str, str]) -> SpanExporter | None:

@@ -344,3 +344,27 @@ def test_metrics_after_known_traffic(tmp_path: Path) -> None:
         == 0
     )
     assert "otel_scope_name" not in text
+
+
+def test_a_batched_run_links_every_request_it_served(
+    traced_server: LiveServer, receiver: OTLPReceiver
+) -> None:
+    rows = "{sepalLength: 5.1, sepalWidth: 3.5, petalLength: 1.4, petalWidth: 0.2}"
+    aliases = " ".join(f"a{i}: iris(input: {rows}) {{ label }}" for i in range(4))
+    body = _post(traced_server, f"query Aliased {{ predict {{ {aliases} }} }}")
+    trace_id = body["extensions"]["traceId"]
+
+    def mine() -> list[Span]:
+        return [s for _, s in receiver.spans() if s.trace_id.hex() == trace_id]
+
+    receiver.wait_for(lambda: len([s for s in mine() if s.name == "gateway.queue"]) == 4, "queues")
+    spans = mine()
+    predicts = {s.span_id for s in spans if s.name == "gateway.predict"}
+    runs = [s for s in spans if s.name == "gateway.run"]
+    assert len(predicts) == 4 and len(runs) == 1  # four fields, one ONNX Runtime run
+    (run,) = runs
+    assert {link.span_id for link in run.links} == predicts
+    assert _attributes(run.attributes)["gateway.batch.size"] == 4
+    for queue in (s for s in spans if s.name == "gateway.queue"):
+        assert [link.span_id for link in queue.links] == [run.span_id]
+        assert queue.parent_span_id in predicts

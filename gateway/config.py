@@ -124,6 +124,10 @@ class Settings:
     max_batch_rows: int = field(
         default=4096, metadata=_doc("Most rows one typed batch field may carry.")
     )
+    query_cache_size: int = field(
+        default=1024,
+        metadata=_doc("Distinct operations whose parsed and validated document is kept."),
+    )
     batching: bool = field(
         default=True,
         metadata=_doc("Coalesce concurrent requests to a model into one run (dynamic batching)."),
@@ -169,6 +173,7 @@ class Settings:
         _check_min("max_tensor_elements", self.max_tensor_elements, 1)
         _check_min("max_batch_rows", self.max_batch_rows, 1)
         _check_min("max_batch_size", self.max_batch_size, 1)
+        _check_min("query_cache_size", self.query_cache_size, 1)
         _check_min("max_delay_us", self.max_delay_us, 0)
         _check_min("max_queue", self.max_queue, 1)
 

@@ -21,7 +21,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from gateway.api import GatewayContext, GatewaySchema, build_schema
-from gateway.app import SCHEMA_EXTENSIONS
+from gateway.app import schema_extensions
 from gateway.config import Settings
 from gateway.repository import scan_repository
 from gateway.runtime import ModelRuntime
@@ -120,7 +120,7 @@ def load_gateway(root: Path, **settings: Any) -> InProcessGateway:
     config = Settings.load(environ=environ, flags=settings)
     runtime = ModelRuntime(config, scan_repository(root))
     runtime.load_all()
-    built = build_schema(list(runtime.entries.values()), extensions=SCHEMA_EXTENSIONS)
+    built = build_schema(list(runtime.entries.values()), extensions=schema_extensions(config))
     return InProcessGateway(runtime, built, config)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,7 +113,7 @@ def _mark_clashes(result: dict[str, TypedModel | str]) -> None:
 def build_schema(
     entries: Sequence[ModelEntry],
     *,
-    extensions: Sequence[type[SchemaExtension]] = (),
+    extensions: Sequence[Callable[[], SchemaExtension]] = (),
 ) -> GatewaySchema:
     """The schema for ``entries``: a typed field per model that has one, plus the generic API."""
     typed = build_typed_models(entries)

@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from gateway.app.metrics import HTTPMetricsMiddleware, metrics_endpoint
-from gateway.app.state import SCHEMA_EXTENSIONS, Gateway
+from gateway.app.state import Gateway, schema_extensions
 from gateway.app.traces import trace_viewer_routes
 from gateway.app.view import GraphQLView
 from gateway.config import Settings
@@ -25,7 +25,7 @@ from gateway.repository import scan_repository
 from gateway.runtime import ModelRuntime
 from gateway.telemetry import Telemetry, TraceStore, create_telemetry
 
-__all__ = ["SCHEMA_EXTENSIONS", "create_app"]
+__all__ = ["create_app", "schema_extensions"]
 
 logger = logging.getLogger(__name__)
 

@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
+
+from strawberry.extensions import SchemaExtension, ValidationCache
 
 from gateway.api import GatewaySchema, build_schema
+from gateway.api.caches import DocumentCache
 from gateway.api.observe import OperationObserver
 from gateway.config import Settings
 from gateway.runtime import ModelRuntime
 from gateway.security import ErrorCodes
 from gateway.telemetry import Telemetry
 
-__all__ = ["SCHEMA_EXTENSIONS", "Gateway"]
+__all__ = ["Gateway", "schema_extensions"]
 
 logger = logging.getLogger("gateway.app")
 
-#: The schema extensions, outermost first: the observer sees errors after ErrorCodes coded them.
-SCHEMA_EXTENSIONS = (OperationObserver, ErrorCodes)
+
+def schema_extensions(settings: Settings) -> Sequence[Callable[[], SchemaExtension]]:
+    """The schema extensions, outermost first: the observer sees errors after ErrorCodes coded
+    them; parsing and validation are cached per distinct document."""
+    size = settings.query_cache_size
+    return (
+        OperationObserver,
+        ErrorCodes,
+        lambda: DocumentCache(maxsize=size),
+        lambda: ValidationCache(maxsize=size),
+    )
 
 
 class Gateway:
@@ -29,7 +42,9 @@ class Gateway:
         self.current: GatewaySchema = self._build()
 
     def _build(self) -> GatewaySchema:
-        return build_schema(list(self.runtime.entries.values()), extensions=SCHEMA_EXTENSIONS)
+        return build_schema(
+            list(self.runtime.entries.values()), extensions=schema_extensions(self.settings)
+        )
 
     def rebuild(self) -> None:
         """Swap in a schema made from the versions' signatures as they are now."""

@@ -75,6 +75,15 @@ def test_document_is_recorded_only_when_configured() -> None:
     assert (root.attributes or {})["graphql.document"] == IRIS
 
 
+def test_spans_are_sampled_by_default_only_when_something_reads_them() -> None:
+    (answer, _) = _serve(_settings(OTEL_TRACES_SAMPLER="parentbased_always_on"), None, IRIS)
+    assert len(answer["extensions"]["traceId"]) == 32
+    (answer, _) = _serve(_settings(), None, IRIS)
+    assert "traceId" not in answer.get("extensions", {})
+    (answer, _) = _serve(_settings(GATEWAY_TRACE_VIEWER="true"), None, IRIS)
+    assert len(answer["extensions"]["traceId"]) == 32
+
+
 def test_sampling_off_gives_no_trace_id_and_disabled_sdk_no_metrics() -> None:
     (answer, viewer) = _serve(_settings(OTEL_TRACES_SAMPLER="always_off"), None, IRIS)
     assert answer["data"]["predict"]["iris"]["label"] == "setosa"

@@ -110,13 +110,16 @@ def create_telemetry(settings: Settings, *, trace_store: TraceStore | None = Non
         exemplar_filter=_exemplar_filter(otel),
     )
     limit = int(_number(otel, "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", DEFAULT_ATTRIBUTE_LENGTH))
+    span_exporter = _span_exporter(otel)
+    # Recording spans nobody reads costs every request: with no exporter and no trace viewer,
+    # spans are not sampled unless OTEL_TRACES_SAMPLER asks (trace ids still reach the logs).
+    consumed = span_exporter is not None or trace_store is not None
     tracer_provider = TracerProvider(
-        sampler=_sampler(otel),
+        sampler=_sampler(otel, default="parentbased_always_on" if consumed else "always_off"),
         resource=resource,
         span_limits=SpanLimits(max_attribute_length=limit, max_span_attribute_length=limit),
         shutdown_on_exit=False,
     )
-    span_exporter = _span_exporter(otel)
     if span_exporter is not None:
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
     if trace_store is not None:
@@ -161,8 +164,8 @@ _SAMPLERS: dict[str, Callable[[float], sampling.Sampler]] = {
 }
 
 
-def _sampler(otel: Mapping[str, str]) -> sampling.Sampler:
-    name = otel.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
+def _sampler(otel: Mapping[str, str], *, default: str) -> sampling.Sampler:
+    name = otel.get("OTEL_TRACES_SAMPLER", default).strip().lower()
     if name not in _SAMPLERS:
         raise ConfigError(
             f"OTEL_TRACES_SAMPLER: invalid value {name!r}; expected one of {', '.join(_SAMPLERS)}"

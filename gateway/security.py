@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import SchemaExtension
 
 from gateway.errors import GatewayError
 
-__all__ = ["ErrorCodes", "error_code"]
+__all__ = ["ErrorCodes", "error_code", "format_errors"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,24 @@ def error_code(error: GraphQLError, *, validation: bool = False) -> str:
     return "INTERNAL_SERVER_ERROR"
 
 
+def format_errors(
+    errors: Sequence[GraphQLError],
+    *,
+    validation: Sequence[GraphQLError] = (),
+    response: Any = None,
+) -> list[GraphQLError]:
+    """Every error with its ``extensions.code``, unexpected ones masked (and logged with an
+    id); an OVERLOADED error turns ``response`` (when given) into a 503 with Retry-After."""
+    formatted = [_format(e, validation=any(e is v for v in validation)) for e in errors]
+    if response is not None and any(
+        (e.extensions or {}).get("code") == "OVERLOADED" for e in formatted
+    ):
+        # Shedding load: tell HTTP clients and proxies to come back (GraphQL over HTTP).
+        response.status_code = 503
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return formatted
+
+
 class ErrorCodes(SchemaExtension):
     """Sets ``extensions.code`` on every error and masks unexpected ones."""
 
@@ -56,40 +75,37 @@ class ErrorCodes(SchemaExtension):
         result = self.execution_context.result
         if result is None or not result.errors:
             return
-        result.errors = [self._format(e) for e in result.errors]
-        codes = {(e.extensions or {}).get("code") for e in result.errors}
         response = getattr(self.execution_context.context, "response", None)
-        if "OVERLOADED" in codes and response is not None:
-            # Shedding load: tell HTTP clients and proxies to come back (GraphQL over HTTP).
-            response.status_code = 503
-            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-
-    def _format(self, error: GraphQLError) -> GraphQLError:
-        validation = any(error is e for e in self._validation_errors)
-        code = error_code(error, validation=validation)
-        original = error.original_error
-        extensions = dict(error.extensions or {})
-        message = error.message
-        if code == "INTERNAL_SERVER_ERROR" and not (
-            isinstance(original, GatewayError) and original.public
-        ):
-            error_id = uuid.uuid4().hex[:16]
-            logger.error(
-                "internal error %s in %s",
-                error_id,
-                ".".join(str(p) for p in error.path or ()) or "operation",
-                exc_info=original or error,
-                extra={"error_id": error_id},
-            )
-            message = f"Internal error (error id {error_id})"
-            extensions["errorId"] = error_id
-        extensions["code"] = code
-        return GraphQLError(
-            message,
-            nodes=error.nodes,
-            source=error.source,
-            positions=error.positions,
-            path=error.path,
-            original_error=None,
-            extensions=extensions,
+        result.errors = format_errors(
+            result.errors, validation=self._validation_errors, response=response
         )
+
+
+def _format(error: GraphQLError, *, validation: bool) -> GraphQLError:
+    code = error_code(error, validation=validation)
+    original = error.original_error
+    extensions = dict(error.extensions or {})
+    message = error.message
+    if code == "INTERNAL_SERVER_ERROR" and not (
+        isinstance(original, GatewayError) and original.public
+    ):
+        error_id = uuid.uuid4().hex[:16]
+        logger.error(
+            "internal error %s in %s",
+            error_id,
+            ".".join(str(p) for p in error.path or ()) or "operation",
+            exc_info=original or error,
+            extra={"error_id": error_id},
+        )
+        message = f"Internal error (error id {error_id})"
+        extensions["errorId"] = error_id
+    extensions["code"] = code
+    return GraphQLError(
+        message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=None,
+        extensions=extensions,
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from graphql import GraphQLError
@@ -23,7 +23,7 @@ from strawberry.extensions import SchemaExtension
 from gateway.api.context import GatewayContext
 from gateway.observability import CODE_ATTRIBUTE, MODELS_ATTRIBUTE
 
-__all__ = ["OperationObserver"]
+__all__ = ["OperationObserver", "OperationRecord", "outcome"]
 
 access_log = logging.getLogger("gateway.access")
 
@@ -31,77 +31,103 @@ access_log = logging.getLogger("gateway.access")
 _MAX_DOCUMENT = 4096
 
 
+class OperationRecord:
+    """The span, metrics and access-log line of one operation, whichever path executes it."""
+
+    def __init__(self, ctx: GatewayContext) -> None:
+        self._ctx = ctx
+        observer = ctx.runtime.observer
+        headers = getattr(ctx.request, "headers", None)
+        parent = propagate.extract(headers) if headers else None
+        self._started = time.perf_counter()
+        self.span = observer.tracer.start_span(
+            "GraphQL Operation", context=parent, kind=trace.SpanKind.SERVER
+        )
+        self._token = otel_context.attach(trace.set_span_in_context(self.span))
+        observer.instruments.active_requests.add(1)
+
+    def finish(
+        self, op_type: str | None, op_name: str | None, query: str | None, code: str
+    ) -> None:
+        """Name and close the span, record the metric, write the access line."""
+        ctx, span = self._ctx, self.span
+        observer = ctx.runtime.observer
+        name = f"{op_type} {op_name}" if op_name else (op_type or "GraphQL Operation")
+        span.update_name(name)
+        attributes: dict[str, AttributeValue] = {}
+        if op_type:
+            attributes["graphql.operation.type"] = op_type
+        if op_name:
+            attributes["graphql.operation.name"] = op_name
+        if observer.record_document and query:
+            attributes["graphql.document"] = query[:_MAX_DOCUMENT]
+        if ctx.models:
+            attributes[MODELS_ATTRIBUTE] = sorted(ctx.models)
+        span.set_attributes(attributes)
+        if code != "OK":
+            span.set_attribute(CODE_ATTRIBUTE, code)
+            span.set_status(trace.Status(trace.StatusCode.ERROR, code))
+        duration = time.perf_counter() - self._started
+        observer.instruments.active_requests.add(-1)
+        observer.instruments.request_duration.record(
+            duration,
+            {
+                "graphql.operation.type": op_type or "unknown",
+                "graphql.operation.name": op_name or "",
+                "gateway.outcome": code,
+            },
+        )
+        if ctx.settings.access_log:
+            access_log.info(
+                "%s %s %.1f ms",
+                name,
+                code,
+                duration * 1000,
+                extra={
+                    "operation": name,
+                    "models": sorted(ctx.models),
+                    "outcome": code,
+                    "duration_ms": round(duration * 1000, 3),
+                },
+            )
+        otel_context.detach(self._token)
+        span.end()
+
+    def extensions(self) -> dict[str, Any]:
+        """The response ``extensions``: the trace id, when the trace is recorded."""
+        context = self.span.get_span_context()
+        if not context.is_valid or not context.trace_flags.sampled:
+            return {}
+        return {"traceId": trace.format_trace_id(context.trace_id)}
+
+
+def outcome(errors: Sequence[GraphQLError] | None) -> str:
+    """``OK``, or the code of the first error."""
+    if not errors:
+        return "OK"
+    return str((errors[0].extensions or {}).get("code", "INTERNAL_SERVER_ERROR"))
+
+
 class OperationObserver(SchemaExtension):
     """Traces, measures and logs each operation (see the module docstring)."""
 
-    _span: trace.Span | None = None
+    _record: OperationRecord | None = None
 
     def on_operation(self) -> Iterator[None]:
         ctx = self.execution_context.context
         if not isinstance(ctx, GatewayContext):  # a schema executed outside the gateway
             yield
             return
-        observer = ctx.runtime.observer
-        headers = getattr(ctx.request, "headers", None)
-        parent = propagate.extract(headers) if headers else None
-        started = time.perf_counter()
-        span = observer.tracer.start_span(
-            "GraphQL Operation", context=parent, kind=trace.SpanKind.SERVER
-        )
-        self._span = span
-        token = otel_context.attach(trace.set_span_in_context(span))
-        observer.instruments.active_requests.add(1)
+        self._record = OperationRecord(ctx)
         try:
             yield
         finally:
             op_type, op_name = self._operation()
-            code = self._outcome()
-            name = f"{op_type} {op_name}" if op_name else (op_type or "GraphQL Operation")
-            span.update_name(name)
-            attributes: dict[str, AttributeValue] = {}
-            if op_type:
-                attributes["graphql.operation.type"] = op_type
-            if op_name:
-                attributes["graphql.operation.name"] = op_name
-            if observer.record_document and self.execution_context.query:
-                attributes["graphql.document"] = self.execution_context.query[:_MAX_DOCUMENT]
-            if ctx.models:
-                attributes[MODELS_ATTRIBUTE] = sorted(ctx.models)
-            span.set_attributes(attributes)
-            if code != "OK":
-                span.set_attribute(CODE_ATTRIBUTE, code)
-                span.set_status(trace.Status(trace.StatusCode.ERROR, code))
-            duration = time.perf_counter() - started
-            observer.instruments.active_requests.add(-1)
-            observer.instruments.request_duration.record(
-                duration,
-                {
-                    "graphql.operation.type": op_type or "unknown",
-                    "graphql.operation.name": op_name or "",
-                    "gateway.outcome": code,
-                },
-            )
-            if ctx.settings.access_log:
-                access_log.info(
-                    "%s %s %.1f ms",
-                    name,
-                    code,
-                    duration * 1000,
-                    extra={
-                        "operation": name,
-                        "models": sorted(ctx.models),
-                        "outcome": code,
-                        "duration_ms": round(duration * 1000, 3),
-                    },
-                )
-            otel_context.detach(token)
-            span.end()
+            errors = getattr(self.execution_context.result, "errors", None)
+            self._record.finish(op_type, op_name, self.execution_context.query, outcome(errors))
 
     def get_results(self) -> dict[str, Any]:
-        context = self._span.get_span_context() if self._span is not None else None
-        if context is None or not context.is_valid or not context.trace_flags.sampled:
-            return {}
-        return {"traceId": trace.format_trace_id(context.trace_id)}
+        return self._record.extensions() if self._record is not None else {}
 
     def _operation(self) -> tuple[str | None, str | None]:
         ec = self.execution_context
@@ -114,11 +140,3 @@ class OperationObserver(SchemaExtension):
         except Exception:
             op_name = None
         return op_type, op_name
-
-    def _outcome(self) -> str:
-        result = self.execution_context.result
-        errors: list[GraphQLError] = list(getattr(result, "errors", None) or ())
-        if not errors:
-            return "OK"
-        codes = [str((e.extensions or {}).get("code", "INTERNAL_SERVER_ERROR")) for e in errors]
-        return codes[0]

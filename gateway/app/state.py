@@ -9,6 +9,7 @@ from strawberry.extensions import SchemaExtension, ValidationCache
 
 from gateway.api import GatewaySchema, build_schema
 from gateway.api.caches import DocumentCache
+from gateway.api.fastpath import FastPath, PersistedQueries
 from gateway.api.observe import OperationObserver
 from gateway.config import Settings
 from gateway.runtime import ModelRuntime
@@ -39,7 +40,9 @@ class Gateway:
         self.settings = settings
         self.runtime = runtime
         self.telemetry: Telemetry | None = None
+        self.persisted = PersistedQueries(settings.query_cache_size)
         self.current: GatewaySchema = self._build()
+        self.fast = FastPath(self.current, self.persisted, settings.query_cache_size)
 
     def _build(self) -> GatewaySchema:
         return build_schema(
@@ -49,6 +52,7 @@ class Gateway:
     def rebuild(self) -> None:
         """Swap in a schema made from the versions' signatures as they are now."""
         self.current = self._build()
+        self.fast = FastPath(self.current, self.persisted, self.settings.query_cache_size)
         for name, typed in sorted(self.current.typed.items()):
             if isinstance(typed, str):
                 logger.warning(

@@ -8,18 +8,45 @@ import orjson
 from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.schema import BaseSchema
 
 from gateway.api import GatewayContext
+from gateway.api.fastpath import FastResponse
 from gateway.app.state import Gateway
 from gateway.errors import BadRequestError
 from gateway.examples import example_operations
 from gateway.graphiql import ExampleTab, render_graphiql_page
 
 __all__ = ["GraphQLView"]
+
+
+def _is_json(request: Request) -> bool:
+    return request.headers.get("content-type", "").split(";")[0].strip() == "application/json"
+
+
+def _json(answer: FastResponse) -> Response:
+    return Response(
+        orjson.dumps(answer.body),
+        status_code=answer.status,
+        headers=answer.headers,
+        media_type="application/json",
+    )
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
 
 
 class GraphQLView(GraphQL[GatewayContext, None]):
@@ -53,13 +80,44 @@ class GraphQLView(GraphQL[GatewayContext, None]):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        request = Request(scope, receive=receive)
+        if scope["method"] == "POST" and _is_json(request):
+            body = await request.body()
+            fast = await self._fast(request, body)
+            if isinstance(fast, Response):
+                await fast(scope, receive, send)
+                return
+            # Strawberry reads the body again: replay it (with a persisted query filled in).
+            request = Request(scope, receive=_replay(fast))
         try:
-            response: Response = await self.run(Request(scope, receive=receive))
+            response: Response = await self.run(request)
         except HTTPException as exc:
             # Strawberry answers these in plain text; clients get a GraphQL error with a code.
             error = {"message": exc.reason, "extensions": {"code": BadRequestError.code}}
             response = JSONResponse({"errors": [error]}, status_code=exc.status_code)
         await response(scope, receive, send)
+
+    async def _fast(self, request: Request, body: bytes) -> Response | bytes:
+        """Answer from the lean path, or the body for Strawberry to take."""
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body
+        if not isinstance(payload, dict):
+            return body
+        fast = self._gateway.fast
+        refused = fast.resolve_persisted(payload)
+        if refused is not None:
+            return _json(refused)
+        if "extensions" in payload and isinstance(payload["extensions"], dict):
+            payload["extensions"].pop("persistedQuery", None)
+            body = orjson.dumps(payload)
+        current = self._gateway.current
+        ctx = GatewayContext(
+            self._gateway.runtime, self._gateway.settings, current.typed, request=request
+        )
+        answer = await fast.handle(payload, ctx)
+        return body if answer is None else _json(answer)
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)

@@ -1,0 +1,400 @@
+"""Compiled operations: a known query runs without graphql-core's generic executor.
+
+``compile_operation`` turns a validated query into a tree of ``FieldPlan`` once: which fields,
+under which response keys, with which resolvers, return types and (when they hold no variables)
+already coerced arguments. ``execute_plan`` then runs it: the same resolvers graphql-core would
+call, with the same ``GraphQLResolveInfo``, the same value completion (non-null checks, lists,
+scalar serialisation), the same error locations and null propagation; sibling fields that
+return awaitables run concurrently, as graphql-core runs them (so aliases still share batches).
+
+What the plan does not cover raises ``Unsupported`` at compile time and the operation goes to
+the normal executor: directives, abstract types, introspection, repeated response keys,
+fragments on other types, mutations and subscriptions. Differential tests run both paths on
+generated queries and compare the answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLField,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLResolveInfo,
+    GraphQLSchema,
+    GraphQLString,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    OperationType,
+    SelectionSetNode,
+    VariableNode,
+    default_field_resolver,
+    get_named_type,
+    is_leaf_type,
+    located_error,
+)
+from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
+from graphql.language import Visitor, visit
+from graphql.pyutils import Path, Undefined
+from graphql.pyutils import inspect as gql_inspect
+from graphql.type.definition import GraphQLResolveInfoHelpers
+
+__all__ = [
+    "OperationPlan",
+    "PlanResult",
+    "Unsupported",
+    "coerce_variables",
+    "compile_operation",
+    "execute_plan",
+]
+
+
+class Unsupported(Exception):
+    """The operation needs the normal executor."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldPlan:
+    """One field of a selection, ready to resolve and complete."""
+
+    key: str
+    name: str
+    node: FieldNode
+    parent_type: GraphQLObjectType
+    field_def: GraphQLField | None  # None for __typename
+    return_type: GraphQLOutputType
+    static_args: dict[str, Any] | None  # coerced once when no argument uses a variable
+    children: tuple[FieldPlan, ...] | None  # for object types
+
+
+@dataclass(frozen=True, slots=True)
+class OperationPlan:
+    """A compiled query operation."""
+
+    schema: GraphQLSchema
+    document: DocumentNode
+    operation: OperationDefinitionNode
+    fragments: dict[str, FragmentDefinitionNode]
+    root_type: GraphQLObjectType
+    fields: tuple[FieldPlan, ...]
+
+    @property
+    def name(self) -> str | None:
+        """The operation's name."""
+        return self.operation.name.value if self.operation.name else None
+
+
+@dataclass(slots=True)
+class PlanResult:
+    """What execution produced: data (None when a non-null root field failed) and errors."""
+
+    data: dict[str, Any] | None
+    errors: list[GraphQLError]
+
+
+def compile_operation(
+    schema: GraphQLSchema, document: DocumentNode, operation_name: str | None
+) -> OperationPlan:
+    """Compile the operation of a *validated* document.
+
+    Raises:
+        Unsupported: the operation needs the normal executor.
+    """
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if operation_name is None:
+        if len(operations) != 1:
+            raise Unsupported("an operation name is needed")
+        operation = operations[0]
+    else:
+        named = [o for o in operations if o.name and o.name.value == operation_name]
+        if len(named) != 1:
+            raise Unsupported("no such operation")
+        operation = named[0]
+    if operation.operation is not OperationType.QUERY or operation.directives:
+        raise Unsupported("only queries without directives")
+    if _uses_directives(document):
+        raise Unsupported("directives")
+    fragments = {
+        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    }
+    root = schema.query_type
+    assert root is not None
+    fields = _compile_selection(schema, root, operation.selection_set, fragments)
+    return OperationPlan(schema, document, operation, fragments, root, fields)
+
+
+class _DirectiveFinder(Visitor):
+    found = False
+
+    def enter_directive(self, *_: Any) -> None:
+        self.found = True
+
+
+def _uses_directives(document: DocumentNode) -> bool:
+    finder = _DirectiveFinder()
+    visit(document, finder)
+    return finder.found
+
+
+def _compile_selection(
+    schema: GraphQLSchema,
+    parent: GraphQLObjectType,
+    selection_set: SelectionSetNode,
+    fragments: dict[str, FragmentDefinitionNode],
+) -> tuple[FieldPlan, ...]:
+    nodes: list[FieldNode] = []
+    _flatten(parent, selection_set, fragments, nodes)
+    plans: list[FieldPlan] = []
+    keys: set[str] = set()
+    for node in nodes:
+        key = node.alias.value if node.alias else node.name.value
+        if key in keys:
+            raise Unsupported("a response key selected twice")
+        keys.add(key)
+        plans.append(_compile_field(schema, parent, node, fragments, key))
+    return tuple(plans)
+
+
+def _flatten(
+    parent: GraphQLObjectType,
+    selection_set: SelectionSetNode,
+    fragments: dict[str, FragmentDefinitionNode],
+    out: list[FieldNode],
+) -> None:
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode):
+            out.append(selection)
+        elif isinstance(selection, InlineFragmentNode):
+            condition = selection.type_condition
+            if condition is not None and condition.name.value != parent.name:
+                raise Unsupported("a fragment on another type")
+            _flatten(parent, selection.selection_set, fragments, out)
+        elif isinstance(selection, FragmentSpreadNode):
+            fragment = fragments[selection.name.value]
+            if fragment.type_condition.name.value != parent.name:
+                raise Unsupported("a fragment on another type")
+            _flatten(parent, fragment.selection_set, fragments, out)
+
+
+def _compile_field(
+    schema: GraphQLSchema,
+    parent: GraphQLObjectType,
+    node: FieldNode,
+    fragments: dict[str, FragmentDefinitionNode],
+    key: str,
+) -> FieldPlan:
+    name = node.name.value
+    if name == "__typename":
+        return FieldPlan(key, name, node, parent, None, GraphQLString, {}, None)
+    if name.startswith("__"):
+        raise Unsupported("introspection")
+    field_def = parent.fields[name]
+    named = get_named_type(field_def.type)
+    children = None
+    if not is_leaf_type(named):
+        if not isinstance(named, GraphQLObjectType) or node.selection_set is None:
+            raise Unsupported("an abstract type")
+        children = _compile_selection(schema, named, node.selection_set, fragments)
+    static = None
+    if not any(_has_variable(a.value) for a in node.arguments or ()):
+        static = get_argument_values(field_def, node, None)
+    return FieldPlan(key, name, node, parent, field_def, field_def.type, static, children)
+
+
+def _has_variable(value: Any) -> bool:
+    if isinstance(value, VariableNode):
+        return True
+    for attr in ("values", "fields"):
+        for item in getattr(value, attr, None) or ():
+            if _has_variable(getattr(item, "value", item)):
+                return True
+    return False
+
+
+class _Null(Exception):
+    """A non-null field completed to null: its parent becomes null (the error is recorded)."""
+
+
+def coerce_variables(
+    plan: OperationPlan, variables: dict[str, Any] | None
+) -> VariableValues | list[GraphQLError]:
+    """The operation's variables coerced to their types, or the errors saying why not."""
+    definitions = plan.operation.variable_definitions or ()
+    return get_variable_values(plan.schema, definitions, variables or {})
+
+
+async def execute_plan(plan: OperationPlan, variables: VariableValues, context: Any) -> PlanResult:
+    """Run a compiled operation with coerced variables (see ``coerce_variables``)."""
+    run = _Run(plan, variables, context)
+    try:
+        data: dict[str, Any] | None = await run.fields(plan.fields, None, None)
+    except _Null:
+        data = None
+    return PlanResult(data, run.errors)
+
+
+class _Run:
+    def __init__(self, plan: OperationPlan, variables: VariableValues, context: Any) -> None:
+        self.plan = plan
+        self.variables = variables
+        self.context = context
+        self.errors: list[GraphQLError] = []
+        self.helpers = GraphQLResolveInfoHelpers(_gather, lambda values: None)
+
+    async def fields(
+        self, fields: Sequence[FieldPlan], source: Any, path: Path | None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        pending: list[tuple[FieldPlan, Path, Awaitable[Any]]] = []
+        for f in fields:
+            field_path = Path(path, f.key, f.parent_type.name)
+            try:
+                value = self.resolve(f, source, field_path)
+            except Exception as exc:
+                self.fail(f, exc, field_path)
+                result[f.key] = None
+                continue
+            if inspect.isawaitable(value):
+                result[f.key] = None  # keeps the selection's order
+                pending.append((f, field_path, value))
+            else:
+                result[f.key] = await self.field_value(f, value, field_path)
+        if len(pending) == 1:
+            f, field_path, awaitable = pending[0]
+            result[f.key] = await self.awaited_value(f, awaitable, field_path)
+        elif pending:
+            values = await asyncio.gather(
+                *(self.awaited_value(f, a, p) for f, p, a in pending), return_exceptions=True
+            )
+            for (f, _, _), value in zip(pending, values, strict=True):
+                if isinstance(value, BaseException):
+                    raise value
+                result[f.key] = value
+        return result
+
+    def resolve(self, f: FieldPlan, source: Any, path: Path) -> Any:
+        if f.field_def is None:
+            return f.parent_type.name
+        args = f.static_args
+        if args is None:
+            args = get_argument_values(f.field_def, f.node, self.variables)
+        info = GraphQLResolveInfo(
+            f.name,
+            [f.node],
+            f.return_type,
+            f.parent_type,
+            path,
+            self.plan.schema,
+            self.plan.fragments,
+            None,
+            self.plan.operation,
+            self.variables,
+            self.context,
+            _is_awaitable,
+            None,
+            self.helpers,
+        )
+        resolver = f.field_def.resolve or default_field_resolver
+        return resolver(source, info, **args)
+
+    async def awaited_value(self, f: FieldPlan, awaitable: Awaitable[Any], path: Path) -> Any:
+        try:
+            value = await awaitable
+        except Exception as exc:
+            self.fail(f, exc, path)
+            return None
+        return await self.field_value(f, value, path)
+
+    async def field_value(self, f: FieldPlan, value: Any, path: Path) -> Any:
+        try:
+            return await self.complete(f, f.return_type, value, path)
+        except _Null:
+            if isinstance(f.return_type, GraphQLNonNull):
+                raise
+            return None
+        except Exception as exc:
+            self.fail(f, exc, path)
+            return None
+
+    def fail(self, f: FieldPlan, exc: Exception, path: Path) -> None:
+        """Record a field error; null, or _Null upwards for a non-null field."""
+        self.errors.append(located_error(exc, [f.node], path.as_list()))
+        if isinstance(f.return_type, GraphQLNonNull):
+            raise _Null
+
+    async def complete(
+        self, f: FieldPlan, return_type: GraphQLOutputType, value: Any, path: Path
+    ) -> Any:
+        if isinstance(value, Exception):
+            raise value
+        if isinstance(return_type, GraphQLNonNull):
+            completed = await self.complete(f, return_type.of_type, value, path)
+            if completed is None:
+                self.errors.append(
+                    located_error(
+                        TypeError(
+                            "Cannot return null for non-nullable field "
+                            f"{f.parent_type.name}.{f.name}."
+                        ),
+                        [f.node],
+                        path.as_list(),
+                    )
+                )
+                raise _Null
+            return completed
+        if value is None:
+            return None
+        if isinstance(return_type, GraphQLList):
+            return await self.complete_list(f, return_type, value, path)
+        if is_leaf_type(return_type):
+            serialized = return_type.serialize(value)
+            if serialized is Undefined or serialized is None:
+                raise TypeError(
+                    f"Expected `{gql_inspect(return_type)}.serialize({gql_inspect(value)})`"
+                    f" to return non-nullish value, returned: {gql_inspect(serialized)}"
+                )
+            return serialized
+        assert f.children is not None
+        return await self.fields(f.children, value, path)
+
+    async def complete_list(
+        self, f: FieldPlan, return_type: GraphQLList[Any], value: Any, path: Path
+    ) -> list[Any]:
+        item_type = return_type.of_type
+        items: list[Any] = []
+        for index, item in enumerate(value):
+            item_path = path.add_key(index)
+            if inspect.isawaitable(item):
+                item = await item
+            try:
+                items.append(await self.complete(f, item_type, item, item_path))
+            except _Null:
+                if isinstance(item_type, GraphQLNonNull):
+                    raise
+                items.append(None)
+            except Exception as exc:
+                self.errors.append(located_error(exc, [f.node], item_path.as_list()))
+                if isinstance(item_type, GraphQLNonNull):
+                    raise _Null from exc
+                items.append(None)
+        return items
+
+
+def _is_awaitable(value: Any) -> TypeGuard[Awaitable[Any]]:
+    return inspect.isawaitable(value)
+
+
+async def _gather(values: Sequence[Awaitable[Any]]) -> list[Any]:
+    return list(await asyncio.gather(*values))

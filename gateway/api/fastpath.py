@@ -149,7 +149,13 @@ class FastPath:
         if validate(self._graphql_schema, document):
             return None
         try:
-            return compile_operation(self._graphql_schema, document, name)
+            return compile_operation(
+                self._graphql_schema,
+                document,
+                name,
+                resolvers=self._built.direct,
+                dict_types=self._built.dict_types,
+            )
         except Unsupported:
             return None
 

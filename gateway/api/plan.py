@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -77,6 +77,10 @@ class FieldPlan:
     return_type: GraphQLOutputType
     static_args: dict[str, Any] | None  # coerced once when no argument uses a variable
     children: tuple[FieldPlan, ...] | None  # for object types
+    #: Replaces the field's own resolver (the gateway's direct resolvers for typed fields).
+    resolver: Callable[..., Any] | None = None
+    #: The parent value is a dict keyed by GraphQL field name: read the key, no resolver.
+    by_key: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +108,28 @@ class PlanResult:
     errors: list[GraphQLError]
 
 
+@dataclass(frozen=True, slots=True)
+class _Options:
+    resolvers: Mapping[tuple[str, str], Callable[..., Any]]
+    dict_types: frozenset[str]
+
+
 def compile_operation(
-    schema: GraphQLSchema, document: DocumentNode, operation_name: str | None
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation_name: str | None,
+    *,
+    resolvers: Mapping[tuple[str, str], Callable[..., Any]] | None = None,
+    dict_types: frozenset[str] = frozenset(),
 ) -> OperationPlan:
     """Compile the operation of a *validated* document.
+
+    Args:
+        schema: the schema the document was validated against.
+        document: the parsed document.
+        operation_name: the operation to run (None: the only one).
+        resolvers: resolvers to call instead of the schema's, by (type name, field name).
+        dict_types: object types whose values are dicts keyed by GraphQL field name.
 
     Raises:
         Unsupported: the operation needs the normal executor.
@@ -131,7 +153,8 @@ def compile_operation(
     }
     root = schema.query_type
     assert root is not None
-    fields = _compile_selection(schema, root, operation.selection_set, fragments)
+    options = _Options(resolvers or {}, dict_types)
+    fields = _compile_selection(schema, root, operation.selection_set, fragments, options)
     return OperationPlan(schema, document, operation, fragments, root, fields)
 
 
@@ -153,6 +176,7 @@ def _compile_selection(
     parent: GraphQLObjectType,
     selection_set: SelectionSetNode,
     fragments: dict[str, FragmentDefinitionNode],
+    options: _Options,
 ) -> tuple[FieldPlan, ...]:
     nodes: list[FieldNode] = []
     _flatten(parent, selection_set, fragments, nodes)
@@ -163,7 +187,7 @@ def _compile_selection(
         if key in keys:
             raise Unsupported("a response key selected twice")
         keys.add(key)
-        plans.append(_compile_field(schema, parent, node, fragments, key))
+        plans.append(_compile_field(schema, parent, node, fragments, key, options))
     return tuple(plans)
 
 
@@ -194,6 +218,7 @@ def _compile_field(
     node: FieldNode,
     fragments: dict[str, FragmentDefinitionNode],
     key: str,
+    options: _Options,
 ) -> FieldPlan:
     name = node.name.value
     if name == "__typename":
@@ -206,11 +231,22 @@ def _compile_field(
     if not is_leaf_type(named):
         if not isinstance(named, GraphQLObjectType) or node.selection_set is None:
             raise Unsupported("an abstract type")
-        children = _compile_selection(schema, named, node.selection_set, fragments)
+        children = _compile_selection(schema, named, node.selection_set, fragments, options)
     static = None
     if not any(_has_variable(a.value) for a in node.arguments or ()):
         static = get_argument_values(field_def, node, None)
-    return FieldPlan(key, name, node, parent, field_def, field_def.type, static, children)
+    return FieldPlan(
+        key,
+        name,
+        node,
+        parent,
+        field_def,
+        field_def.type,
+        static,
+        children,
+        resolver=options.resolvers.get((parent.name, name)),
+        by_key=parent.name in options.dict_types,
+    )
 
 
 def _has_variable(value: Any) -> bool:
@@ -287,6 +323,8 @@ class _Run:
     def resolve(self, f: FieldPlan, source: Any, path: Path) -> Any:
         if f.field_def is None:
             return f.parent_type.name
+        if f.by_key:
+            return source.get(f.name)
         args = f.static_args
         if args is None:
             args = get_argument_values(f.field_def, f.node, self.variables)
@@ -306,7 +344,7 @@ class _Run:
             None,
             self.helpers,
         )
-        resolver = f.field_def.resolve or default_field_resolver
+        resolver = f.resolver or f.field_def.resolve or default_field_resolver
         return resolver(source, info, **args)
 
     async def awaited_value(self, f: FieldPlan, awaitable: Awaitable[Any], path: Path) -> Any:

@@ -23,7 +23,13 @@ from gateway.observability import MODEL_ATTRIBUTE, VERSION_ATTRIBUTE
 from gateway.tensors import DataType
 from gateway.typed import InputField, OutputField, TypedModel
 
-__all__ = ["ClassProbability", "build_predict_type", "predict_rows"]
+__all__ = [
+    "ClassProbability",
+    "DirectResolvers",
+    "build_predict_type",
+    "direct_resolvers",
+    "predict_rows",
+]
 
 _INTS = {DataType.INT8, DataType.INT16, DataType.INT32, DataType.UINT8, DataType.UINT16}
 # GraphQL's Int is 32-bit: wider integer outputs are served as Float (exact up to 2**53).
@@ -242,4 +248,51 @@ def _batch_resolver(tm: TypedModel, input_cls: type, prediction_cls: type) -> _R
         "version": Annotated[int | None, strawberry.argument(description=_VERSION_DOC)],
         "return": list[prediction_cls] | None,  # type: ignore[valid-type]
     }
+    return resolve
+
+
+#: Resolvers for the compiled path, keyed by (type name, field name): they answer typed
+#: predictions as plain dicts (what the JSON response holds) instead of Strawberry objects.
+DirectResolvers = dict[tuple[str, str], Callable[..., Coroutine[Any, Any, Any]]]
+
+
+def direct_resolvers(typed_models: Sequence[TypedModel]) -> tuple[DirectResolvers, frozenset[str]]:
+    """The compiled path's resolvers for ``Predict`` fields, and the names of the types whose
+    values they return as dicts keyed by GraphQL field name."""
+    resolvers: DirectResolvers = {}
+    dict_types = {"ClassProbability"}
+    for tm in typed_models:
+        dict_types.add(f"{tm.type_stem}Prediction")
+        resolvers[("Predict", tm.field)] = _direct_single(tm)
+        resolvers[("Predict", tm.batch_field)] = _direct_batch(tm)
+    return resolvers, frozenset(dict_types)
+
+
+def _plain(version: int, values: dict[str, Any]) -> dict[str, Any]:
+    row = dict(values)
+    row["modelVersion"] = version
+    if "probabilities" in row:
+        row["probabilities"] = [
+            {"label": label, "probability": p} for label, p in row["probabilities"]
+        ]
+    return row
+
+
+def _direct_single(tm: TypedModel) -> Callable[..., Coroutine[Any, Any, Any]]:
+    async def resolve(
+        source: Any, info: Any, input: dict[str, Any], version: int | None = None
+    ) -> dict[str, Any]:
+        answered, values = await predict_rows(info.context, tm, [input], version)
+        return _plain(answered, values[0])
+
+    return resolve
+
+
+def _direct_batch(tm: TypedModel) -> Callable[..., Coroutine[Any, Any, Any]]:
+    async def resolve(
+        source: Any, info: Any, inputs: list[dict[str, Any]], version: int | None = None
+    ) -> list[dict[str, Any]]:
+        answered, values = await predict_rows(info.context, tm, inputs, version)
+        return [_plain(answered, v) for v in values]
+
     return resolve

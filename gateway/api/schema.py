@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import strawberry
@@ -13,7 +13,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 
 from gateway.api import generic
-from gateway.api.predict import build_predict_type
+from gateway.api.predict import DirectResolvers, build_predict_type, direct_resolvers
 from gateway.errors import ConfigError
 from gateway.typed import TypedModel, build_typed_model
 from gateway.versions import ModelEntry
@@ -63,6 +63,9 @@ class GatewaySchema:
     schema: strawberry.Schema
     #: Each model's typed view, or the reason it has none.
     typed: Mapping[str, TypedModel | str]
+    #: The compiled path's resolvers for typed fields, and the types they answer as dicts.
+    direct: DirectResolvers = field(default_factory=dict)
+    dict_types: frozenset[str] = frozenset()
 
     def as_sdl(self) -> str:
         """The schema in GraphQL SDL, ending with a newline."""
@@ -136,4 +139,5 @@ def build_schema(
         )
     query = strawberry.type(type("Query", (), fields))
     schema = _Schema(query=query, extensions=list(extensions))
-    return GatewaySchema(schema, typed)
+    direct, dict_types = direct_resolvers(typed_models)
+    return GatewaySchema(schema, typed, direct, dict_types)

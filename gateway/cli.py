@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from gateway import __version__
 from gateway.api import build_schema
@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, dest="config_file", help="TOML settings file")
     serve.add_argument("--log-level", help="debug|info|warning|error (env GATEWAY_LOG_LEVEL)")
     serve.add_argument("--log-format", help="json|human (env GATEWAY_LOG_FORMAT)")
+    serve.add_argument("--workers", type=int, help="server processes (env GATEWAY_WORKERS)")
 
     export = commands.add_parser("export-schema", help="print the GraphQL SDL of a repository")
     export.add_argument("--models", type=Path, help="model repository (env GATEWAY_MODELS)")
@@ -78,19 +79,43 @@ def _serve(args: argparse.Namespace) -> int:
         config_file=args.config_file,
         log_level=args.log_level,
         log_format=args.log_format,
+        workers=args.workers,
     )
     configure_logging(settings.log_level, settings.log_format)
-    app = create_app(settings)
     # log_config=None: uvicorn keeps the logging set up above (its records go through it too).
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "log_config": None,
+        "access_log": False,
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **options)
+        return 0
+    # Each worker process builds its own application from the environment: hand the flags
+    # down as the variables they stand for.
+    for key, value in _FLAG_VARIABLES.items():
+        given = getattr(args, key)
+        if given is not None:
+            os.environ[value] = str(given)
     uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,
-        access_log=False,
+        "gateway.app:create_app_from_environment",
+        factory=True,
+        workers=settings.workers,
+        **options,
     )
     return 0
+
+
+_FLAG_VARIABLES = {
+    "models": "GATEWAY_MODELS",
+    "host": "GATEWAY_HOST",
+    "port": "GATEWAY_PORT",
+    "config_file": "GATEWAY_CONFIG_FILE",
+    "log_level": "GATEWAY_LOG_LEVEL",
+    "log_format": "GATEWAY_LOG_FORMAT",
+}
 
 
 def _export_schema(args: argparse.Namespace, out: TextIO) -> int:

@@ -98,6 +98,12 @@ class Settings:
     models: Path = field(default=DEFAULT_MODELS, metadata=_doc("The model repository to serve."))
     host: str = field(default="127.0.0.1", metadata=_doc("Address to bind."))
     port: int = field(default=8000, metadata=_doc("TCP port to bind."))
+    workers: int = field(
+        default=1,
+        metadata=_doc(
+            "Server processes sharing the port, each with its own models (flag --workers)."
+        ),
+    )
     log_level: str = field(default="info", metadata=_doc("Log level: debug|info|warning|error."))
     log_format: str = field(
         default="json", metadata=_doc("Log format: json (one object per line) or human.")
@@ -166,6 +172,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         _check_min("port", self.port, 0, 65535)
+        _check_min("workers", self.workers, 1)
         _check_choice("log_level", self.log_level, LOG_LEVELS)
         _check_choice("log_format", self.log_format, LOG_FORMATS)
         _check_min("trace_viewer_size", self.trace_viewer_size, 1)

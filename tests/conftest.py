@@ -173,7 +173,12 @@ class LiveServer:
 
 
 def start_server(
-    models: Path, log: Path, *, env: Mapping[str, str] | None = None, wait_ready: bool = True
+    models: Path,
+    log: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    wait_ready: bool = True,
+    args: Sequence[str] = (),
 ) -> LiveServer:
     """Start ``python -m gateway serve`` on a free port; wait until it answers (bounded)."""
     port = free_port()
@@ -191,6 +196,7 @@ def start_server(
                 str(port),
                 "--host",
                 "127.0.0.1",
+                *args,
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -340,3 +340,24 @@ def test_requests_that_are_not_graphql_get_a_coded_error(
     assert response.status_code == 400
     (error,) = response.json()["errors"]
     assert error["extensions"]["code"] == "BAD_REQUEST" and phrase in error["message"]
+
+
+def test_workers_share_the_port(tmp_path: Path) -> None:
+    server = start_server(EXAMPLE_MODELS, tmp_path / "server.log", args=["--workers", "2"])
+    try:
+        pids = set()
+        for _ in range(60):
+            with httpx.Client() as client:  # a new connection each time
+                pids.add(client.get(f"{server.url}/healthz").json()["pid"])
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2
+        data = _ok(server.graphql("{ models { name } }"))
+        assert {m["name"] for m in data["models"]} == {
+            "iris",
+            "diabetes",
+            "digits",
+            "dataset-topic",
+        }
+    finally:
+        stop_server(server)

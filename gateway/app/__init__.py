@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -23,13 +24,21 @@ from gateway.graphiql import STATIC_DIR
 from gateway.observability import Observer
 from gateway.repository import scan_repository
 from gateway.runtime import ModelRuntime
-from gateway.telemetry import Telemetry, TraceStore, create_telemetry
+from gateway.telemetry import Telemetry, TraceStore, configure_logging, create_telemetry
 
-__all__ = ["create_app", "schema_extensions"]
+__all__ = ["create_app", "create_app_from_environment", "schema_extensions"]
 
 logger = logging.getLogger(__name__)
 
 GRAPHIQL_STATIC = "/graphiql/static"
+
+
+def create_app_from_environment() -> Starlette:
+    """The application of one ``gateway serve --workers N`` worker: settings from GATEWAY_*
+    (the parent process put its flags there), logging as the parent set it up."""
+    settings = Settings.load(environ=os.environ)
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)
 
 
 def create_app(
@@ -90,7 +99,7 @@ def create_app(
             made.shutdown()
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "alive"})
+        return JSONResponse({"status": "alive", "pid": os.getpid()})
 
     async def readyz(request: Request) -> Response:
         rt = gateway.runtime

@@ -22,12 +22,12 @@ def _settings(models: Path) -> Settings:
 
 
 async def _until_ready(client: httpx.AsyncClient) -> httpx.Response:
-    for _ in range(500):
+    for _ in range(3000):  # up to 30 s on a busy machine
         response = await client.get("/readyz")
         if response.json()["status"] != "loading":
             return response
         await asyncio.sleep(0.01)
-    raise AssertionError("still loading after 5 s")
+    raise AssertionError("still loading after 30 s")
 
 
 def test_not_ready_while_loading_then_ready_with_the_typed_schema() -> None:

@@ -44,7 +44,7 @@ def _serve(settings: Settings, telemetry: Telemetry | None, *queries: str) -> li
             httpx.AsyncClient(transport=transport, base_url="http://gw") as client,
             app.router.lifespan_context(app),
         ):
-            for _ in range(500):
+            for _ in range(3000):  # up to 30 s on a busy machine
                 if (await client.get("/readyz")).status_code == 200:
                     break
                 await asyncio.sleep(0.01)

@@ -253,19 +253,27 @@ def _batch_resolver(tm: TypedModel, input_cls: type, prediction_cls: type) -> _R
 
 #: Resolvers for the compiled path, keyed by (type name, field name): they answer typed
 #: predictions as plain dicts (what the JSON response holds) instead of Strawberry objects.
-DirectResolvers = dict[tuple[str, str], Callable[..., Coroutine[Any, Any, Any]]]
+DirectResolvers = dict[tuple[str, str], Callable[..., Any]]
 
 
 def direct_resolvers(typed_models: Sequence[TypedModel]) -> tuple[DirectResolvers, frozenset[str]]:
     """The compiled path's resolvers for ``Predict`` fields, and the names of the types whose
     values they return as dicts keyed by GraphQL field name."""
-    resolvers: DirectResolvers = {}
+    resolvers: DirectResolvers = {("Query", "predict"): _namespace}
     dict_types = {"ClassProbability"}
     for tm in typed_models:
         dict_types.add(f"{tm.type_stem}Prediction")
         resolvers[("Predict", tm.field)] = _direct_single(tm)
         resolvers[("Predict", tm.batch_field)] = _direct_batch(tm)
     return resolvers, frozenset(dict_types)
+
+
+def _namespace(source: Any, info: Any) -> object:
+    # Query.predict is a namespace: its fields read nothing from it.
+    return _NAMESPACE
+
+
+_NAMESPACE = object()
 
 
 def _plain(version: int, values: dict[str, Any]) -> dict[str, Any]:

@@ -111,11 +111,14 @@ def create_telemetry(settings: Settings, *, trace_store: TraceStore | None = Non
     )
     limit = int(_number(otel, "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", DEFAULT_ATTRIBUTE_LENGTH))
     span_exporter = _span_exporter(otel)
-    # Recording spans nobody reads costs every request: with no exporter and no trace viewer,
-    # spans are not sampled unless OTEL_TRACES_SAMPLER asks (trace ids still reach the logs).
+    # Spans nobody reads cost every request (even unsampled ones go through the SDK): with no
+    # exporter, no trace viewer and no sampler asked for, there is no tracing at all.
     consumed = span_exporter is not None or trace_store is not None
+    sampler = _sampler(otel, default="parentbased_always_on")  # checked even when unused
+    if not consumed and "OTEL_TRACES_SAMPLER" not in otel:
+        return Telemetry(trace_api.NoOpTracerProvider(), meter_provider, registry)
     tracer_provider = TracerProvider(
-        sampler=_sampler(otel, default="parentbased_always_on" if consumed else "always_off"),
+        sampler=sampler,
         resource=resource,
         span_limits=SpanLimits(max_attribute_length=limit, max_span_attribute_length=limit),
         shutdown_on_exit=False,

@@ -81,6 +81,8 @@ class FieldPlan:
     resolver: Callable[..., Any] | None = None
     #: The parent value is a dict keyed by GraphQL field name: read the key, no resolver.
     by_key: bool = False
+    #: The scalar or enum type of a leaf field that is not a list (completed in place).
+    leaf: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +248,13 @@ def _compile_field(
         children,
         resolver=options.resolvers.get((parent.name, name)),
         by_key=parent.name in options.dict_types,
+        leaf=_scalar_of(field_def.type),
     )
+
+
+def _scalar_of(return_type: GraphQLOutputType) -> Any:
+    inner = return_type.of_type if isinstance(return_type, GraphQLNonNull) else return_type
+    return inner if is_leaf_type(inner) else None
 
 
 def _has_variable(value: Any) -> bool:
@@ -295,6 +303,10 @@ class _Run:
         result: dict[str, Any] = {}
         pending: list[tuple[FieldPlan, Path, Awaitable[Any]]] = []
         for f in fields:
+            if f.by_key and f.leaf is not None:
+                # A key of a dict answer, a scalar: completed here, without a coroutine.
+                result[f.key] = self.leaf_value(f, source.get(f.name), path)
+                continue
             field_path = Path(path, f.key, f.parent_type.name)
             try:
                 value = self.resolve(f, source, field_path)
@@ -319,6 +331,33 @@ class _Run:
                     raise value
                 result[f.key] = value
         return result
+
+    def leaf_value(self, f: FieldPlan, value: Any, path: Path | None) -> Any:
+        if value is None:
+            if isinstance(f.return_type, GraphQLNonNull):
+                self.errors.append(
+                    located_error(
+                        TypeError(
+                            "Cannot return null for non-nullable field "
+                            f"{f.parent_type.name}.{f.name}."
+                        ),
+                        [f.node],
+                        Path(path, f.key, f.parent_type.name).as_list(),
+                    )
+                )
+                raise _Null
+            return None
+        try:
+            serialized = f.leaf.serialize(value)
+            if serialized is Undefined or serialized is None:
+                raise TypeError(
+                    f"Expected `{gql_inspect(f.leaf)}.serialize({gql_inspect(value)})`"
+                    f" to return non-nullish value, returned: {gql_inspect(serialized)}"
+                )
+        except Exception as exc:
+            self.fail(f, exc, Path(path, f.key, f.parent_type.name))
+            return None
+        return serialized
 
     def resolve(self, f: FieldPlan, source: Any, path: Path) -> Any:
         if f.field_def is None:

@@ -28,13 +28,20 @@ DEFAULT_WARMUP = 1
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 0 when every scenario was measured without errors, else 1 (2: usage)."""
-    scenarios = build_scenarios(ROOT / "models")
-    args = _parser(sorted(scenarios)).parse_args(argv)
+    # Nothing is written under the scratch path unless a chosen scenario prepares something.
+    scenarios = build_scenarios(ROOT / "models", Path(tempfile.gettempdir()))
+    args = _parser(list(scenarios)).parse_args(argv)
     if args.list:
         for scenario in scenarios.values():
             print(f"{scenario.name}: {scenario.description}")
         return 0
-    scenarios = build_scenarios(args.models.resolve())
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-models-") as scratch:
+        return _run(args, Path(scratch))
+
+
+def _run(args: argparse.Namespace, scratch: Path) -> int:
+    """Run the chosen scenarios; ``scratch`` holds generated model repositories."""
+    scenarios = build_scenarios(args.models.resolve(), scratch)
     chosen = [scenarios[name] for name in dict.fromkeys(args.scenario or scenarios)]
     try:
         loadgen = choose_loadgen(args.loadgen)

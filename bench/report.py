@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.runner import Plan, ScenarioResult, TargetResult
+from bench.inprocess import ProbeResult
+from bench.runner import GoalResult, Plan, ScenarioResult, TargetResult
 
 __all__ = ["Failure", "RunInfo", "render_json", "render_markdown"]
 
@@ -21,6 +22,7 @@ _COLUMNS = (
     "errors",
     "ratio",
 )
+_GOAL_COLUMNS = ("scenario", "goal", "measured", "per round", "status")
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,15 @@ def render_markdown(
         for result in results:
             for target in result.targets:
                 lines.append("| " + " | ".join(_row(result, target)) + " |")
+            if result.probe is not None:
+                lines.append("| " + " | ".join(_probe_row(result, result.probe)) + " |")
+        lines.append("")
+    goals = [(r, g) for r in results for g in r.goals]
+    if goals:
+        lines.append("| " + " | ".join(_GOAL_COLUMNS) + " |")
+        lines.append("| --- | --- | ---: | --- | --- |")
+        for result, goal in goals:
+            lines.append("| " + " | ".join(_goal_row(result, goal)) + " |")
         lines.append("")
     for result in results:
         lines.extend(_notes(result))
@@ -106,8 +117,8 @@ def _scenario_json(result: ScenarioResult) -> dict[str, Any]:
         "name": scenario.name,
         "description": scenario.description,
         "baseline": scenario.baseline,
-        "goal": scenario.goal,
-        "goal_met": _goal_met(result),
+        "goals": [_goal_json(result, g) for g in result.goals],
+        "goal_met": result.goals_met,
         "connections": result.connections,
         "rows_per_request": scenario.rows_per_request,
         "order": result.order,
@@ -116,6 +127,7 @@ def _scenario_json(result: ScenarioResult) -> dict[str, Any]:
             if result.sink is not None
             else None
         ),
+        "in_process": result.probe.to_json() if result.probe is not None else None,
         "results": [
             {
                 "server": t.target.name,
@@ -144,26 +156,66 @@ def _row(result: ScenarioResult, target: TargetResult) -> list[str]:
         str(result.connections),
         f"{target.rps:.0f}",
         f"{target.rps * result.scenario.rows_per_request:.0f}",
-        f"{target.p50_ms:.2f}",
-        f"{target.p99_ms:.2f}",
+        _ms(target.p50_ms),
+        _ms(target.p99_ms),
         str(target.errors),
         "1.00 (baseline)" if is_baseline else f"{target.ratio:.2f}",
     ]
 
 
+def _probe_row(result: ScenarioResult, probe: ProbeResult) -> list[str]:
+    where = f"CPU {probe.core}" if probe.core is not None else "unpinned"
+    return [
+        result.scenario.name,
+        f"{probe.name} (reference; {probe.calls} calls, {where})",
+        "-",
+        "-",
+        "-",
+        _ms(probe.p50_ms),
+        _ms(probe.p99_ms),
+        "-",
+        "-",
+    ]
+
+
+def _goal_row(result: ScenarioResult, goal: GoalResult) -> list[str]:
+    return [
+        result.scenario.name,
+        goal.goal.describe(result.scenario.baseline),
+        _goal_value(goal.goal.metric, goal.value),
+        ", ".join(_goal_value(goal.goal.metric, v) for v in goal.per_round),
+        "met" if goal.met else "**NOT met**",
+    ]
+
+
+def _goal_value(metric: str, value: float) -> str:
+    return f"{value:+.3f} ms" if metric == "p50_diff_ms" else f"{value:.2f}"
+
+
+def _goal_json(result: ScenarioResult, goal: GoalResult) -> dict[str, Any]:
+    return {
+        "target": goal.goal.target,
+        "reference": goal.goal.reference or result.scenario.baseline,
+        "metric": goal.goal.metric,
+        "bound": goal.goal.bound,
+        "at_least": goal.goal.at_least,
+        "description": goal.goal.describe(result.scenario.baseline),
+        "value": round(goal.value, 4),
+        "per_round": [round(v, 4) for v in goal.per_round],
+        "met": goal.met,
+    }
+
+
+def _ms(value: float) -> str:
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
 def _notes(result: ScenarioResult) -> list[str]:
     scenario = result.scenario
     notes = [f"- **{scenario.name}**: {scenario.description}; baseline: {scenario.baseline}."]
-    met = _goal_met(result)
-    if scenario.goal is not None and met is not None:
-        ratios = ", ".join(
-            f"{t.target.name} {t.ratio:.2f}"
-            for t in result.targets
-            if t.target.name != scenario.baseline
-        )
-        notes.append(
-            f"  goal: ratio >= {scenario.goal:.2f}: {'met' if met else 'NOT met'} ({ratios})."
-        )
+    met = result.goals_met
+    if met is not None:
+        notes.append(f"  goals: {'all met' if met else 'NOT all met'} (see the goals table).")
     for target in result.targets:
         runs = ", ".join(f"{r.rps:.0f}" for r in target.runs)
         ratios = ", ".join(f"{r:.2f}" for r in target.round_ratios)
@@ -172,14 +224,6 @@ def _notes(result: ScenarioResult) -> list[str]:
         parts = [f"{p}: {c.requests} requests, {c.bytes} bytes" for p, c in result.sink.items()]
         notes.append("  OTLP sink received " + ("; ".join(parts) if parts else "nothing") + ".")
     return notes
-
-
-def _goal_met(result: ScenarioResult) -> bool | None:
-    goal = result.scenario.goal
-    if goal is None:
-        return None
-    others = [t for t in result.targets if t.target.name != result.scenario.baseline]
-    return all(t.ratio >= goal for t in others)
 
 
 def _pinning(plan: Plan) -> str:

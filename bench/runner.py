@@ -16,24 +16,41 @@ Method (these machines are shared and noisy, so only ratios measured together co
 4. Figures. A server's req/s, p50 and p99 are the medians of its runs; errors are summed.
    Its ratio is the median, over rounds, of its req/s divided by the baseline's req/s in the
    same round: pairing runs that were close in time cancels drift that a ratio of medians
-   would keep. The baseline's ratio is 1 by definition.
+   would keep. The baseline's ratio is 1 by definition. A goal's value is computed the same
+   way: per round from the two servers' runs of that round (req/s ratio, p99 ratio or p50
+   difference), then the median over rounds.
+5. Reference figures measured in the harness process (a scenario's ``probe``, e.g. the p50 of
+   ``session.run`` called directly) are taken after the warm-up, while every server is idle,
+   with the harness thread moved to the servers' core for the duration.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import statistics
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from bench.inprocess import ProbeResult
 from bench.load import Loadgen, LoadRequest, LoadResult, run_load, verify
-from bench.scenarios import Scenario, Target
+from bench.scenarios import Goal, Scenario, Target
 from bench.servers import Server, running_server
 from bench.sink import SinkCounts, running_sink
 
-__all__ = ["Plan", "ScenarioResult", "TargetResult", "plan_rounds", "rotation", "run_scenario"]
+__all__ = [
+    "GoalResult",
+    "Plan",
+    "ScenarioResult",
+    "TargetResult",
+    "evaluate_goal",
+    "paired_value",
+    "plan_rounds",
+    "rotation",
+    "run_scenario",
+]
 
 
 @dataclass(frozen=True)
@@ -85,6 +102,25 @@ class TargetResult:
         return _median(self.round_ratios)
 
 
+@dataclass(frozen=True)
+class GoalResult:
+    """A goal and what was measured for it."""
+
+    goal: Goal
+    value: float
+    """The median over rounds of ``per_round``."""
+    per_round: list[float]
+
+    @property
+    def met(self) -> bool:
+        """Whether ``value`` is on the right side of the goal's bound."""
+        if not self.per_round:
+            return False
+        return (
+            self.value >= self.goal.bound if self.goal.at_least else self.value <= self.goal.bound
+        )
+
+
 @dataclass
 class ScenarioResult:
     """A measured scenario."""
@@ -94,10 +130,46 @@ class ScenarioResult:
     targets: list[TargetResult]
     order: list[list[str]]
     sink: dict[str, SinkCounts] | None
+    probe: ProbeResult | None = None
 
     def result(self, name: str) -> TargetResult:
         """The result of the target called ``name``."""
         return next(t for t in self.targets if t.target.name == name)
+
+    @property
+    def goals(self) -> list[GoalResult]:
+        """Every goal of the scenario, evaluated on the runs."""
+        return [
+            evaluate_goal(
+                goal,
+                self.result(goal.target).runs,
+                self.result(goal.reference or self.scenario.baseline).runs,
+            )
+            for goal in self.scenario.goals
+        ]
+
+    @property
+    def goals_met(self) -> bool | None:
+        """Whether every goal was met; None without goals."""
+        goals = self.goals
+        return all(g.met for g in goals) if goals else None
+
+
+def paired_value(goal: Goal, run: LoadResult, reference: LoadResult) -> float:
+    """The goal's figure for one round: ``run`` against ``reference``'s run of the same round."""
+    if goal.metric == "rps_ratio":
+        return run.rps / reference.rps if reference.rps > 0 else 0.0
+    if goal.metric == "p99_ratio":
+        return run.p99_ms / reference.p99_ms if reference.p99_ms > 0 else float("inf")
+    return run.p50_ms - reference.p50_ms
+
+
+def evaluate_goal(
+    goal: Goal, runs: Sequence[LoadResult], reference_runs: Sequence[LoadResult]
+) -> GoalResult:
+    """``goal`` over rounds: run ``k`` of the target is paired with run ``k`` of the reference."""
+    per_round = [paired_value(goal, a, b) for a, b in zip(runs, reference_runs, strict=False)]
+    return GoalResult(goal, _median(per_round), per_round)
 
 
 def plan_rounds(duration: int, rounds: int) -> tuple[int, int]:
@@ -121,6 +193,10 @@ def run_scenario(
     connections = plan.connections or scenario.connections
     results = {t.name: TargetResult(t) for t in scenario.targets}
     order: list[list[str]] = []
+    probe: ProbeResult | None = None
+    if scenario.prepare is not None:
+        progress(f"{scenario.name}: preparing")
+        scenario.prepare()
     with contextlib.ExitStack() as outer:
         sink = outer.enter_context(running_sink()) if scenario.uses_sink else None
         with contextlib.ExitStack() as stack:
@@ -136,11 +212,19 @@ def run_scenario(
                 )
                 requests[target.name] = LoadRequest(server.url + target.path, target.body)
             for target in scenario.targets:
+                if target.prime is not None:
+                    verify(
+                        LoadRequest(requests[target.name].url, target.prime), target.check, count=1
+                    )
                 verify(requests[target.name], target.check)
             if plan.warmup_seconds > 0:
                 for target in scenario.targets:
                     progress(f"{scenario.name}: warming up {target.name}")
                     _measure(requests[target.name], plan, connections, plan.warmup_seconds)
+            if scenario.probe is not None:
+                progress(f"{scenario.name}: measuring in-process reference")
+                with _on_core(plan.server_core):
+                    probe = replace(scenario.probe(), core=plan.server_core)
             names = [t.name for t in scenario.targets]
             for k in range(plan.rounds):
                 order.append(rotation(names, k))
@@ -154,7 +238,21 @@ def run_scenario(
                     result.round_ratios.append(rps / baseline if baseline > 0 else 0.0)
         # The servers have stopped, so spans still queued at the end have been flushed.
         counts = sink.snapshot() if sink is not None else None
-    return ScenarioResult(scenario, connections, list(results.values()), order, counts)
+    return ScenarioResult(scenario, connections, list(results.values()), order, counts, probe)
+
+
+@contextlib.contextmanager
+def _on_core(core: int | None) -> Iterator[None]:
+    """Run the calling thread on ``core`` for the block (no change when None)."""
+    if core is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def _measure(request: LoadRequest, plan: Plan, connections: int, seconds: int) -> LoadResult:

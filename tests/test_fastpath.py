@@ -155,3 +155,79 @@ def test_persisted_queries_over_http(example_server: LiveServer) -> None:
     httpx.post(url, json={"query": introspection, "extensions": ext})
     again = httpx.post(url, json={"extensions": ext}).json()
     assert again["data"]["__schema"]["queryType"]["name"] == "Query"
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner),
+    max_leaves=12,
+)
+_NUMBER = st.floats(-10, 10, allow_nan=False) | st.integers(-3, 20)
+_IRIS_ROW = st.fixed_dictionaries(
+    {k: _NUMBER for k in ("sepalLength", "sepalWidth", "petalLength", "petalWidth")}
+)
+_VARIABLE_CASES = [
+    (
+        "query B($rows: [IrisInput!]!, $v: Int) { predict { irisBatch(inputs: $rows, "
+        "version: $v) { label probabilities { probability } } } }",
+        st.fixed_dictionaries(
+            {"rows": st.lists(_IRIS_ROW, max_size=5) | _JSON},
+            optional={"v": st.sampled_from([1, 2, 3, None, "2"])},
+        ),
+    ),
+    (
+        "query D($img: [[[Float!]!]!]!) { predict { digits(input: {image: $img}) { label } } }",
+        st.fixed_dictionaries(
+            {
+                "img": st.lists(
+                    st.lists(st.lists(_NUMBER, min_size=8, max_size=8), min_size=8, max_size=8),
+                    min_size=1,
+                    max_size=1,
+                )
+                | _JSON
+            }
+        ),
+    ),
+    (
+        'query I($t: [TensorInput!]!) { infer(model: "iris", inputs: $t) { outputs { name '
+        "data } } }",
+        st.fixed_dictionaries(
+            {
+                "t": st.lists(
+                    st.fixed_dictionaries(
+                        {
+                            "name": st.sampled_from(["float_input", "x"]),
+                            "shape": st.sampled_from([[1, 4], [2, 2], [1]]),
+                        },
+                        optional={
+                            "datatype": st.sampled_from(["FP32", "FP64", "NOPE"]),
+                            "data": st.lists(_NUMBER, max_size=5) | _JSON,
+                        },
+                    ),
+                    max_size=2,
+                )
+                | _JSON
+            }
+        ),
+    ),
+]
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_generated_variables_answer_the_same(
+    example_gateway: InProcessGateway, data: st.DataObject
+) -> None:
+    query, strategy = data.draw(st.sampled_from(_VARIABLE_CASES))
+    variables = data.draw(strategy)
+    slow, fast = _both(example_gateway, query, variables)
+    if fast is not None:
+        assert _normal(fast) == _normal(slow), (query, variables)

@@ -221,6 +221,31 @@ class Batcher:
         started = time.time_ns()
         rows = sum(r.rows for r in batch)
         first = batch[0]
+        model = {MODEL_ATTRIBUTE: self._labels[MODEL_ATTRIBUTE]}
+        span = self._spans(observer, batch, rows, started) if observer.tracing else None
+        for request in batch:
+            instruments.queue_wait.record((started - request.enqueued) / 1e9, model)
+        try:
+            feeds = _stack([r.feeds for r in batch]) if len(batch) > 1 else first.feeds
+            outputs = self._run(feeds, first.outputs)
+            split = _split(outputs, [r.rows for r in batch]) if len(batch) > 1 else [outputs]
+        except Exception as exc:
+            if span is not None:
+                mark_failed(span, exc)
+            raise
+        finally:
+            if span is not None:
+                span.end()
+        instruments.inference_duration.record((time.time_ns() - started) / 1e9, self._labels)
+        instruments.batch_size.record(rows, self._labels)
+        return split
+
+    def _spans(
+        self, observer: Observer, batch: list[_Request], rows: int, started: int
+    ) -> trace.Span:
+        """The run's span (linked to every request) and each request's queue span (linked to
+        the run); returns the run's, still open."""
+        first = batch[0]
         parent = trace.set_span_in_context(trace.NonRecordingSpan(first.span))
         span = observer.tracer.start_span(
             "gateway.run",
@@ -243,20 +268,7 @@ class Batcher:
                 links=joined,
                 start_time=request.enqueued,
             ).end(end_time=started)
-            instruments.queue_wait.record((started - request.enqueued) / 1e9, model)
-        try:
-            feeds = _stack([r.feeds for r in batch]) if len(batch) > 1 else first.feeds
-            outputs = self._run(feeds, first.outputs)
-            split = _split(outputs, [r.rows for r in batch]) if len(batch) > 1 else [outputs]
-        except Exception as exc:
-            mark_failed(span, exc)
-            raise
-        finally:
-            span.end()
-        instruments.inference_duration.record((time.time_ns() - started) / 1e9, self._labels)
-        instruments.inference_rows.add(rows, self._labels)
-        instruments.batch_size.record(rows, self._labels)
-        return split
+        return span
 
     def _fail_all(self, exc: BaseException) -> None:
         while self._queue:

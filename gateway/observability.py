@@ -9,12 +9,11 @@ Metric names follow the OpenTelemetry conventions (Prometheus names in brackets)
 ========================================  =========  ==============================================
 graphql.server.request.duration           histogram  s; per operation type, name and outcome code
                                                      (graphql_server_request_duration_seconds)
-graphql.server.active_requests            updown     operations in flight
 http.server.request.duration              histogram  s; per method, route, status code
 http.server.active_requests               updown     HTTP requests in flight
 gateway.inference.duration                histogram  s; one ONNX Runtime run, per model, version
-gateway.inference.rows                    counter    rows run, per model, version
-gateway.inference.batch_size              histogram  rows per run, per model, version
+gateway.inference.batch_size              histogram  rows per run, per model, version (its sum:
+                                                     the rows run)
 gateway.inference.queue_wait              histogram  s; wait for a worker thread, per model
 gateway.inference.queue_depth             gauge      runs waiting for a worker thread
 gateway.model.load.duration               histogram  s; load and warm-up, per model, version, state
@@ -58,11 +57,9 @@ class Instruments:
     """Every synchronous metric instrument the gateway records."""
 
     request_duration: metrics.Histogram
-    active_requests: metrics.UpDownCounter
     http_duration: metrics.Histogram
     http_active: metrics.UpDownCounter
     inference_duration: metrics.Histogram
-    inference_rows: metrics.Counter
     batch_size: metrics.Histogram
     queue_wait: metrics.Histogram
     load_duration: metrics.Histogram
@@ -83,11 +80,6 @@ class Instruments:
             request_duration=seconds(
                 "graphql.server.request.duration", "Duration of GraphQL operations."
             ),
-            active_requests=meter.create_up_down_counter(
-                "graphql.server.active_requests",
-                unit="{request}",
-                description="GraphQL operations in flight.",
-            ),
             http_duration=seconds("http.server.request.duration", "Duration of HTTP requests."),
             http_active=meter.create_up_down_counter(
                 "http.server.active_requests",
@@ -96,9 +88,6 @@ class Instruments:
             ),
             inference_duration=seconds(
                 "gateway.inference.duration", "Duration of one ONNX Runtime run."
-            ),
-            inference_rows=meter.create_counter(
-                "gateway.inference.rows", unit="{row}", description="Rows run through models."
             ),
             batch_size=meter.create_histogram(
                 "gateway.inference.batch_size",
@@ -128,6 +117,8 @@ class Observer:
         tracer_provider = tracer_provider or trace.NoOpTracerProvider()
         meter_provider = meter_provider or metrics.NoOpMeterProvider()
         self.tracer = tracer_provider.get_tracer("gateway")
+        #: False when spans go nowhere: the request path then skips them altogether.
+        self.tracing = not isinstance(self.tracer, trace.NoOpTracer)
         self.meter = meter_provider.get_meter("gateway")
         self.instruments = Instruments.create(self.meter)
         #: Whether the operation span may carry the GraphQL document.
@@ -139,6 +130,9 @@ class Observer:
     ) -> Iterator[trace.Span]:
         """A span around a step, current inside the block; a failure sets its status and
         error code, never its message (messages may quote input values)."""
+        if not self.tracing:
+            yield trace.INVALID_SPAN
+            return
         span = self.tracer.start_span(name, attributes=attributes)
         token = context.attach(trace.set_span_in_context(span))
         try:

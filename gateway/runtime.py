@@ -228,7 +228,6 @@ class ModelRuntime:
         ):
             result = _run_session(mv, feeds, outputs)
         instruments.inference_duration.record((time.time_ns() - started) / 1e9, labels)
-        instruments.inference_rows.add(rows, labels)
         instruments.batch_size.record(rows, labels)
         return result
 

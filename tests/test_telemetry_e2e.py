@@ -226,7 +226,7 @@ def test_metrics_are_exported_over_otlp_too(
         }
 
     receiver.wait_for(lambda: "gateway.inference.duration" in names(), "OTLP metrics")
-    assert {"graphql.server.request.duration", "gateway.inference.rows"} <= names()
+    assert {"graphql.server.request.duration", "gateway.inference.batch_size"} <= names()
 
 
 def test_json_logs_carry_the_trace_of_their_request(traced_server: LiveServer) -> None:
@@ -293,7 +293,7 @@ def test_metrics_after_known_traffic(tmp_path: Path) -> None:
         == 3
     )
     iris2 = {"gateway_model_name": "iris", "gateway_model_version": "2"}
-    assert _value_of(s, "gateway_inference_rows_total", **iris2) == 5 + 2 * 7
+    assert _value_of(s, "gateway_inference_batch_size_sum", **iris2) == 5 + 2 * 7  # rows
     assert _value_of(s, "gateway_inference_duration_seconds_count", **iris2) == 7
     batch = "gateway_inference_batch_size_bucket"
     assert _value_of(s, batch, le="1", **iris2) == 5
@@ -335,7 +335,9 @@ def test_metrics_after_known_traffic(tmp_path: Path) -> None:
         )
         == 10
     )
-    assert _value_of(s, "graphql_server_active_requests") == 0
+    assert _value_of(
+        s, "http_server_active_requests", http_route="/graphql", http_request_method="POST"
+    ) == 0
     assert _value_of(s, "gateway_inference_queue_depth", gateway_queue="worker") == 0
     assert (
         _value_of(

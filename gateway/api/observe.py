@@ -37,14 +37,16 @@ class OperationRecord:
     def __init__(self, ctx: GatewayContext) -> None:
         self._ctx = ctx
         observer = ctx.runtime.observer
-        headers = getattr(ctx.request, "headers", None)
-        parent = propagate.extract(headers) if headers else None
         self._started = time.perf_counter()
-        self.span = observer.tracer.start_span(
-            "GraphQL Operation", context=parent, kind=trace.SpanKind.SERVER
-        )
-        self._token = otel_context.attach(trace.set_span_in_context(self.span))
-        observer.instruments.active_requests.add(1)
+        self.span: trace.Span = trace.INVALID_SPAN
+        self._token: Any = None
+        if observer.tracing:
+            headers = getattr(ctx.request, "headers", None)
+            parent = propagate.extract(headers) if headers else None
+            self.span = observer.tracer.start_span(
+                "GraphQL Operation", context=parent, kind=trace.SpanKind.SERVER
+            )
+            self._token = otel_context.attach(trace.set_span_in_context(self.span))
 
     def finish(
         self, op_type: str | None, op_name: str | None, query: str | None, code: str
@@ -53,22 +55,7 @@ class OperationRecord:
         ctx, span = self._ctx, self.span
         observer = ctx.runtime.observer
         name = f"{op_type} {op_name}" if op_name else (op_type or "GraphQL Operation")
-        span.update_name(name)
-        attributes: dict[str, AttributeValue] = {}
-        if op_type:
-            attributes["graphql.operation.type"] = op_type
-        if op_name:
-            attributes["graphql.operation.name"] = op_name
-        if observer.record_document and query:
-            attributes["graphql.document"] = query[:_MAX_DOCUMENT]
-        if ctx.models:
-            attributes[MODELS_ATTRIBUTE] = sorted(ctx.models)
-        span.set_attributes(attributes)
-        if code != "OK":
-            span.set_attribute(CODE_ATTRIBUTE, code)
-            span.set_status(trace.Status(trace.StatusCode.ERROR, code))
         duration = time.perf_counter() - self._started
-        observer.instruments.active_requests.add(-1)
         observer.instruments.request_duration.record(
             duration,
             {
@@ -90,6 +77,33 @@ class OperationRecord:
                     "duration_ms": round(duration * 1000, 3),
                 },
             )
+        if observer.tracing:  # last: the access line above still belongs to the trace
+            self._close_span(span, name, op_type, op_name, query, code)
+
+    def _close_span(
+        self,
+        span: trace.Span,
+        name: str,
+        op_type: str | None,
+        op_name: str | None,
+        query: str | None,
+        code: str,
+    ) -> None:
+        ctx, observer = self._ctx, self._ctx.runtime.observer
+        span.update_name(name)
+        attributes: dict[str, AttributeValue] = {}
+        if op_type:
+            attributes["graphql.operation.type"] = op_type
+        if op_name:
+            attributes["graphql.operation.name"] = op_name
+        if observer.record_document and query:
+            attributes["graphql.document"] = query[:_MAX_DOCUMENT]
+        if ctx.models:
+            attributes[MODELS_ATTRIBUTE] = sorted(ctx.models)
+        span.set_attributes(attributes)
+        if code != "OK":
+            span.set_attribute(CODE_ATTRIBUTE, code)
+            span.set_status(trace.Status(trace.StatusCode.ERROR, code))
         otel_context.detach(self._token)
         span.end()
 

@@ -335,9 +335,12 @@ def test_metrics_after_known_traffic(tmp_path: Path) -> None:
         )
         == 10
     )
-    assert _value_of(
-        s, "http_server_active_requests", http_route="/graphql", http_request_method="POST"
-    ) == 0
+    assert (
+        _value_of(
+            s, "http_server_active_requests", http_route="/graphql", http_request_method="POST"
+        )
+        == 0
+    )
     assert _value_of(s, "gateway_inference_queue_depth", gateway_queue="worker") == 0
     assert (
         _value_of(

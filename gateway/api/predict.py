@@ -89,7 +89,8 @@ async def _predict(
     observer = ctx.runtime.observer
     mv = ctx.runtime.resolve(tm.model, version)
     span.set_attribute(VERSION_ATTRIBUTE, mv.version)
-    if mv.signature != tm.signature:
+    # Identity first: the default version's signature is the very object the field was built from.
+    if mv.signature is not tm.signature and mv.signature != tm.signature:
         raise InvalidInputError(
             f"version {mv.version} of model {tm.model!r} has another signature than the one its "
             "typed field was built from; call that version through infer"
@@ -108,7 +109,7 @@ async def _predict(
             feeds = tm.feeds(group)
             _check_size(feeds, ctx.settings.max_tensor_elements)
             runs.append(ctx.runtime.run(mv, feeds, tm.output_names))
-    outputs = await asyncio.gather(*runs)
+    outputs = [await runs[0]] if len(runs) == 1 else await asyncio.gather(*runs)
     with observer.span("gateway.encode"):
         values = [
             p

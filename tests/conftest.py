@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -150,6 +151,28 @@ def example_gateway() -> Iterator[InProcessGateway]:
     gateway = load_gateway(EXAMPLE_MODELS)
     yield gateway
     gateway.runtime.close()
+
+
+#: Debian's chromium, headless, on a machine with no network but loopback.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def chromium_executable() -> str:
+    """Debian's chromium (./scripts/test installs it); in CI a missing browser fails."""
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).is_file():
+        message = "no Chromium (apt-get install chromium, or set CHROMIUM=/path/to/it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 def free_port() -> int:

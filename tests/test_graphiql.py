@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
 import socket
 import threading
 import time
@@ -28,7 +26,7 @@ from strawberry.asgi import GraphQL
 from strawberry.extensions import SchemaExtension
 
 from gateway.graphiql import STATIC_DIR, ExampleTab, render_graphiql_page
-from tests.conftest import LiveServer
+from tests.conftest import CHROMIUM_ARGS, LiveServer, chromium_executable
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 HELLO = ExampleTab(query="query Greeting {\n  hello\n}\n")
@@ -200,34 +198,15 @@ def server_url() -> Iterator[str]:
     assert not thread.is_alive(), "uvicorn did not stop within 10 s"
 
 
-def _chromium() -> str:
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).is_file():
-        # ./scripts/test installs Debian's chromium; in CI a missing browser is a failure.
-        message = "no Chromium (apt-get install chromium, or set CHROMIUM=/path/to/it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-_CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
 @pytest.mark.e2e
 def test_graphiql_runs_the_example_tabs_in_chromium(server_url: str) -> None:
     requests: list[str] = []
     posts: list[tuple[str, str]] = []
     errors: list[str] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=_chromium(), args=_CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=chromium_executable(), args=CHROMIUM_ARGS
+        )
         try:
             context = browser.new_context(viewport={"width": 1400, "height": 900})
             context.on("request", lambda request: requests.append(request.url))
@@ -278,7 +257,9 @@ def test_graphiql_on_the_real_server_runs_the_example_models(example_server: Liv
     errors: list[str] = []
     hosts: set[str | None] = set()
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=_chromium(), args=_CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=chromium_executable(), args=CHROMIUM_ARGS
+        )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.on("request", lambda request: hosts.add(urlsplit(request.url).hostname))

@@ -3,9 +3,7 @@ Chromium (list, filters, waterfall, span details, links by URL hash)."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +17,14 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from gateway.app.traces import STATIC_DIR
-from tests.conftest import EXAMPLE_MODELS, LiveServer, start_server, stop_server
+from tests.conftest import (
+    CHROMIUM_ARGS,
+    EXAMPLE_MODELS,
+    LiveServer,
+    chromium_executable,
+    start_server,
+    stop_server,
+)
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 PREDICT_IRIS = (
@@ -27,14 +32,6 @@ PREDICT_IRIS = (
     "petalLength: 1.4, petalWidth: 0.2}) { label } } }"
 )
 FAILING_INFER = '{ infer(model: "iris", inputs: []) { id } }'
-_CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @dataclass(frozen=True)
@@ -255,23 +252,15 @@ def test_script_and_stylesheet_load_nothing_from_elsewhere() -> None:
 # --- In a real browser --------------------------------------------------------------------
 
 
-def _chromium() -> str:
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).is_file():
-        message = "no Chromium (apt-get install chromium, or set CHROMIUM=/path/to/it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
 @pytest.mark.e2e
 def test_viewer_page_in_chromium(viewer: Viewer) -> None:
     base = f"{viewer.server.url}/debug/traces"
     requests: list[str] = []
     errors: list[str] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=_chromium(), args=_CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=chromium_executable(), args=CHROMIUM_ARGS
+        )
         try:
             context = browser.new_context(viewport={"width": 1400, "height": 860})
             context.on("request", lambda request: requests.append(request.url))

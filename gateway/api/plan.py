@@ -20,7 +20,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from math import isfinite
-from typing import Any, TypeGuard
+from typing import Any, NoReturn, TypeGuard
 
 from graphql import (
     DocumentNode,
@@ -414,20 +414,16 @@ class _Run:
                 result[f.key] = value
         return result
 
+    def null_error(self, f: FieldPlan, path: Path) -> NoReturn:
+        """Record graphql-core's error for a null in a non-null field; null the parent."""
+        message = f"Cannot return null for non-nullable field {f.parent_type.name}.{f.name}."
+        self.errors.append(located_error(TypeError(message), [f.node], path.as_list()))
+        raise _Null
+
     def leaf_value(self, f: FieldPlan, value: Any, path: Path | None) -> Any:
         if value is None:
             if isinstance(f.return_type, GraphQLNonNull):
-                self.errors.append(
-                    located_error(
-                        TypeError(
-                            "Cannot return null for non-nullable field "
-                            f"{f.parent_type.name}.{f.name}."
-                        ),
-                        [f.node],
-                        Path(path, f.key, f.parent_type.name).as_list(),
-                    )
-                )
-                raise _Null
+                self.null_error(f, Path(path, f.key, f.parent_type.name))
             return None
         try:
             serialized = f.leaf.serialize(value)
@@ -501,17 +497,7 @@ class _Run:
         if isinstance(return_type, GraphQLNonNull):
             completed = await self.complete(f, return_type.of_type, value, path)
             if completed is None:
-                self.errors.append(
-                    located_error(
-                        TypeError(
-                            "Cannot return null for non-nullable field "
-                            f"{f.parent_type.name}.{f.name}."
-                        ),
-                        [f.node],
-                        path.as_list(),
-                    )
-                )
-                raise _Null
+                self.null_error(f, path)
             return completed
         if value is None:
             return None

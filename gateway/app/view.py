@@ -109,15 +109,17 @@ class GraphQLView(GraphQL[GatewayContext, None]):
         refused = fast.resolve_persisted(payload)
         if refused is not None:
             return _json(refused)
-        if "extensions" in payload and isinstance(payload["extensions"], dict):
-            payload["extensions"].pop("persistedQuery", None)
-            body = orjson.dumps(payload)
         current = self._gateway.current
         ctx = GatewayContext(
             self._gateway.runtime, self._gateway.settings, current.typed, request=request
         )
         answer = await fast.handle(payload, ctx)
-        return body if answer is None else _json(answer)
+        if answer is not None:
+            return _json(answer)
+        extensions = payload.get("extensions")
+        if isinstance(extensions, dict) and extensions.pop("persistedQuery", None) is not None:
+            body = orjson.dumps(payload)  # Strawberry gets the query the hash stood for
+        return body
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)

@@ -10,7 +10,7 @@ Metric names follow the OpenTelemetry conventions (Prometheus names in brackets)
 graphql.server.request.duration           histogram  s; per operation type, name and outcome code
                                                      (graphql_server_request_duration_seconds)
 http.server.request.duration              histogram  s; per method, route, status code
-http.server.active_requests               updown     HTTP requests in flight
+http.server.active_requests               gauge      HTTP requests in flight (observed)
 gateway.inference.duration                histogram  s; one ONNX Runtime run, per model, version
 gateway.inference.batch_size              histogram  rows per run, per model, version (its sum:
                                                      the rows run)
@@ -58,7 +58,6 @@ class Instruments:
 
     request_duration: metrics.Histogram
     http_duration: metrics.Histogram
-    http_active: metrics.UpDownCounter
     inference_duration: metrics.Histogram
     batch_size: metrics.Histogram
     queue_wait: metrics.Histogram
@@ -81,11 +80,6 @@ class Instruments:
                 "graphql.server.request.duration", "Duration of GraphQL operations."
             ),
             http_duration=seconds("http.server.request.duration", "Duration of HTTP requests."),
-            http_active=meter.create_up_down_counter(
-                "http.server.active_requests",
-                unit="{request}",
-                description="HTTP requests in flight.",
-            ),
             inference_duration=seconds(
                 "gateway.inference.duration", "Duration of one ONNX Runtime run."
             ),

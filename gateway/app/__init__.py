@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.app.metrics import HTTPMetricsMiddleware, metrics_endpoint
+from gateway.app.metrics import HTTPMetricsMiddleware, metrics_endpoint, observe_in_flight
 from gateway.app.state import Gateway, schema_extensions
 from gateway.app.traces import trace_viewer_routes
 from gateway.app.view import GraphQLView
@@ -90,11 +90,11 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         made = telemetry or create_telemetry(settings, trace_store=store)
         gateway.telemetry = made
-        gateway.runtime.attach(
-            Observer(
-                made.tracer_provider, made.meter_provider, record_document=settings.trace_document
-            )
+        observer = Observer(
+            made.tracer_provider, made.meter_provider, record_document=settings.trace_document
         )
+        gateway.runtime.attach(observer)
+        observe_in_flight(gateway, observer.meter)
         loading: asyncio.Task[None] | None = None
         if not gateway.runtime.initial_load_done:
 

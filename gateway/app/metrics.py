@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.app.state import Gateway
 
-__all__ = ["HTTPMetricsMiddleware", "metrics_endpoint"]
+__all__ = ["HTTPMetricsMiddleware", "metrics_endpoint", "observe_in_flight"]
 
 #: Routes reported as themselves; any other path is reported under a prefix or as "other", so
 #: that a scan of random URLs cannot blow up the metric's cardinality.
@@ -54,16 +55,35 @@ class HTTPMetricsMiddleware:
                 status = int(message["status"])
             await send(message)
 
-        instruments.http_active.add(1, attributes)
+        # In flight: a plain count, read by an observable gauge at collection, which costs a
+        # request nothing (a synchronous up-down counter costs two SDK measurements).
+        key = (method, attributes["http.route"])
+        in_flight = self._gateway.http_in_flight
+        in_flight[key] = in_flight.get(key, 0) + 1
         started = time.perf_counter()
         try:
             await self._app(scope, receive, send_with_status)
         finally:
-            instruments.http_active.add(-1, attributes)
+            in_flight[key] -= 1
             instruments.http_duration.record(
                 time.perf_counter() - started,
                 {**attributes, "http.response.status_code": status},
             )
+
+
+def observe_in_flight(gateway: Gateway, meter: Meter) -> None:
+    """Register ``http.server.active_requests``, observed from the gateway's counts."""
+
+    def observe(options: CallbackOptions) -> Iterable[Observation]:
+        for (method, route), count in list(gateway.http_in_flight.items()):
+            yield Observation(count, {"http.request.method": method, "http.route": str(route)})
+
+    meter.create_observable_up_down_counter(
+        "http.server.active_requests",
+        callbacks=[observe],
+        unit="{request}",
+        description="HTTP requests in flight.",
+    )
 
 
 def metrics_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[Response]]:

@@ -40,6 +40,8 @@ class Gateway:
         self.settings = settings
         self.runtime = runtime
         self.telemetry: Telemetry | None = None
+        #: HTTP requests in flight by (method, route), for the active-requests gauge.
+        self.http_in_flight: dict[tuple[str, str | int], int] = {}
         self.persisted = PersistedQueries(settings.query_cache_size)
         self.current: GatewaySchema = self._build()
         self.fast = FastPath(self.current, self.persisted, settings.query_cache_size)

@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+import orjson
 from opentelemetry import trace
 
 __all__ = ["HumanFormatter", "JsonFormatter", "configure_logging"]
@@ -46,7 +47,12 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        # orjson: one line per request on the hot path, several times faster than json, which
+        # stays the fallback for what orjson refuses (e.g. integers beyond 64 bits).
+        try:
+            return orjson.dumps(entry, default=str).decode()
+        except TypeError:
+            return json.dumps(entry, default=str, ensure_ascii=False)
 
 
 class HumanFormatter(logging.Formatter):

@@ -201,3 +201,15 @@ def test_json_and_human_log_formats() -> None:
     finally:
         logging.getLogger().handlers[:] = []
         logging.getLogger().setLevel(logging.WARNING)
+
+
+def test_json_logs_keep_values_orjson_refuses() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    try:
+        logging.getLogger("gateway.test").info("big", extra={"count": 2**70})
+        (line,) = stream.getvalue().splitlines()
+        assert json.loads(line)["count"] == 2**70
+    finally:
+        logging.getLogger().handlers[:] = []
+        logging.getLogger().setLevel(logging.WARNING)

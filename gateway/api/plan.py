@@ -31,6 +31,7 @@ from graphql import (
     GraphQLField,
     GraphQLFloat,
     GraphQLInputObjectType,
+    GraphQLInt,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
@@ -277,6 +278,7 @@ def _has_variable(value: Any) -> bool:
 
 
 _FLOAT = GraphQLFloat
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1  # GraphQL's Int
 
 
 class _Null(Exception):
@@ -329,6 +331,8 @@ def _coerce(value: Any, type_: Any) -> Any:
         return _FAIL if value is None else _coerce(value, type_.of_type)
     if value is None:
         return None
+    if type_ is _FLOAT and type(value) is float and isfinite(value):
+        return value  # what GraphQLFloat.parse_value returns for it
     if isinstance(type_, GraphQLList):
         if not isinstance(value, list):
             return _FAIL
@@ -386,8 +390,19 @@ class _Run:
         pending: list[tuple[FieldPlan, Path, Awaitable[Any]]] = []
         for f in fields:
             if f.by_key and f.leaf is not None:
-                # A key of a dict answer, a scalar: completed here, without a coroutine.
-                result[f.key] = self.leaf_value(f, source.get(f.name), path)
+                # A key of a dict answer, a scalar: completed here, without a coroutine, and
+                # without serialize() when the value is already what it would return.
+                value = source.get(f.name)
+                leaf = f.leaf
+                kind = type(value)
+                if (
+                    (kind is str and leaf is GraphQLString)
+                    or (kind is float and leaf is _FLOAT and isfinite(value))
+                    or (kind is int and leaf is GraphQLInt and _INT_MIN <= value <= _INT_MAX)
+                ):
+                    result[f.key] = value
+                else:
+                    result[f.key] = self.leaf_value(f, value, path)
                 continue
             field_path = Path(path, f.key, f.parent_type.name)
             try:

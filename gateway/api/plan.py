@@ -93,6 +93,8 @@ class FieldPlan:
     by_key: bool = False
     #: The scalar or enum type of a leaf field that is not a list (completed in place).
     leaf: Any = None
+    #: Every field below reads a dict key: the value completes without awaiting anything.
+    plain_below: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +261,13 @@ def _compile_field(
         resolver=options.resolvers.get((parent.name, name)),
         by_key=parent.name in options.dict_types,
         leaf=_scalar_of(field_def.type),
+        plain_below=children is not None and all(_plain(c) for c in children),
     )
+
+
+def _plain(f: FieldPlan) -> bool:
+    """Whether ``f`` and everything below it read dict keys (no resolver to call)."""
+    return f.by_key and (f.children is None or f.plain_below)
 
 
 def _scalar_of(return_type: GraphQLOutputType) -> Any:
@@ -390,19 +398,7 @@ class _Run:
         pending: list[tuple[FieldPlan, Path, Awaitable[Any]]] = []
         for f in fields:
             if f.by_key and f.leaf is not None:
-                # A key of a dict answer, a scalar: completed here, without a coroutine, and
-                # without serialize() when the value is already what it would return.
-                value = source.get(f.name)
-                leaf = f.leaf
-                kind = type(value)
-                if (
-                    (kind is str and leaf is GraphQLString)
-                    or (kind is float and leaf is _FLOAT and isfinite(value))
-                    or (kind is int and leaf is GraphQLInt and _INT_MIN <= value <= _INT_MAX)
-                ):
-                    result[f.key] = value
-                else:
-                    result[f.key] = self.leaf_value(f, value, path)
+                result[f.key] = self.key_leaf(f, source, path)
                 continue
             field_path = Path(path, f.key, f.parent_type.name)
             try:
@@ -429,6 +425,84 @@ class _Run:
                 result[f.key] = value
         return result
 
+    def key_leaf(self, f: FieldPlan, source: Any, path: Path | None) -> Any:
+        """A scalar key of a dict answer, completed in place; serialize() is skipped when the
+        value is already what it would return."""
+        value = source.get(f.name)
+        leaf, kind = f.leaf, type(value)
+        if (
+            (kind is str and leaf is GraphQLString)
+            or (kind is float and leaf is _FLOAT and isfinite(value))
+            or (kind is int and leaf is GraphQLInt and _INT_MIN <= value <= _INT_MAX)
+        ):
+            return value
+        return self.leaf_value(f, value, path)
+
+    def plain_fields(
+        self, fields: Sequence[FieldPlan], source: Any, path: Path | None
+    ) -> dict[str, Any]:
+        """``fields`` for a selection that only reads dict keys: no coroutine at all."""
+        result: dict[str, Any] = {}
+        for f in fields:
+            if f.leaf is not None:
+                result[f.key] = self.key_leaf(f, source, path)
+                continue
+            field_path = Path(path, f.key, f.parent_type.name)
+            try:
+                result[f.key] = self.complete_plain(
+                    f, f.return_type, source.get(f.name), field_path
+                )
+            except _Null:
+                if isinstance(f.return_type, GraphQLNonNull):
+                    raise
+                result[f.key] = None
+            except Exception as exc:
+                self.fail(f, exc, field_path)
+                result[f.key] = None
+        return result
+
+    def complete_plain(
+        self, f: FieldPlan, return_type: GraphQLOutputType, value: Any, path: Path
+    ) -> Any:
+        """``complete`` for a value whose selection only reads dict keys."""
+        if isinstance(return_type, GraphQLNonNull):
+            completed = self.complete_plain(f, return_type.of_type, value, path)
+            if completed is None:
+                self.null_error(f, path)
+            return completed
+        if value is None:
+            return None
+        if isinstance(return_type, GraphQLList):
+            item_type = return_type.of_type
+            items: list[Any] = []
+            for index, item in enumerate(value):
+                item_path = path.add_key(index)
+                try:
+                    items.append(self.complete_plain(f, item_type, item, item_path))
+                except _Null:
+                    if isinstance(item_type, GraphQLNonNull):
+                        raise
+                    items.append(None)
+                except Exception as exc:
+                    self.errors.append(located_error(exc, [f.node], item_path.as_list()))
+                    if isinstance(item_type, GraphQLNonNull):
+                        raise _Null from exc
+                    items.append(None)
+            return items
+        if is_leaf_type(return_type):
+            return self.serialize(return_type, value)
+        assert f.children is not None
+        return self.plain_fields(f.children, value, path)
+
+    def serialize(self, leaf: Any, value: Any) -> Any:
+        serialized = leaf.serialize(value)
+        if serialized is Undefined or serialized is None:
+            raise TypeError(
+                f"Expected `{gql_inspect(leaf)}.serialize({gql_inspect(value)})`"
+                f" to return non-nullish value, returned: {gql_inspect(serialized)}"
+            )
+        return serialized
+
     def null_error(self, f: FieldPlan, path: Path) -> NoReturn:
         """Record graphql-core's error for a null in a non-null field; null the parent."""
         message = f"Cannot return null for non-nullable field {f.parent_type.name}.{f.name}."
@@ -441,16 +515,10 @@ class _Run:
                 self.null_error(f, Path(path, f.key, f.parent_type.name))
             return None
         try:
-            serialized = f.leaf.serialize(value)
-            if serialized is Undefined or serialized is None:
-                raise TypeError(
-                    f"Expected `{gql_inspect(f.leaf)}.serialize({gql_inspect(value)})`"
-                    f" to return non-nullish value, returned: {gql_inspect(serialized)}"
-                )
+            return self.serialize(f.leaf, value)
         except Exception as exc:
             self.fail(f, exc, Path(path, f.key, f.parent_type.name))
             return None
-        return serialized
 
     def resolve(self, f: FieldPlan, source: Any, path: Path) -> Any:
         if f.field_def is None:
@@ -489,6 +557,8 @@ class _Run:
 
     async def field_value(self, f: FieldPlan, value: Any, path: Path) -> Any:
         try:
+            if f.plain_below and not isinstance(value, Exception):
+                return self.complete_plain(f, f.return_type, value, path)
             return await self.complete(f, f.return_type, value, path)
         except _Null:
             if isinstance(f.return_type, GraphQLNonNull):
@@ -519,13 +589,7 @@ class _Run:
         if isinstance(return_type, GraphQLList):
             return await self.complete_list(f, return_type, value, path)
         if is_leaf_type(return_type):
-            serialized = return_type.serialize(value)
-            if serialized is Undefined or serialized is None:
-                raise TypeError(
-                    f"Expected `{gql_inspect(return_type)}.serialize({gql_inspect(value)})`"
-                    f" to return non-nullish value, returned: {gql_inspect(serialized)}"
-                )
-            return serialized
+            return self.serialize(return_type, value)
         assert f.children is not None
         return await self.fields(f.children, value, path)
 

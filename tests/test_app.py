@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 
 import httpx
@@ -82,5 +83,42 @@ def test_graphiql_page_and_static_assets(tmp_path: Path) -> None:
             assert asset.status_code == 200 and "GraphiQL" in asset.text
             get_query = await client.get("/graphql", params={"query": "{ models { name } }"})
             assert get_query.json()["data"] == {"models": [{"name": "ident"}]}
+
+    asyncio.run(scenario())
+
+
+def test_graphql_posts_in_process_fast_and_fallback(tmp_path: Path) -> None:
+    app = create_app(_settings(EXAMPLE_MODELS))
+    introspection = "{ __schema { queryType { name } } }"
+    digest = hashlib.sha256(introspection.encode()).hexdigest()
+    ext = {"persistedQuery": {"version": 1, "sha256Hash": digest}}
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://gw") as client,
+            app.router.lifespan_context(app),
+        ):
+            await _until_ready(client)
+            fast = await client.post("/graphql", json={"query": IRIS})
+            assert fast.json()["data"] == {"predict": {"iris": {"label": "setosa"}}}
+            # Introspection runs on Strawberry, also when it comes as a persisted query.
+            stored = await client.post("/graphql", json={"query": introspection, "extensions": ext})
+            again = await client.post("/graphql", json={"extensions": ext})
+            assert stored.json()["data"] == again.json()["data"]
+            assert again.json()["data"]["__schema"]["queryType"]["name"] == "Query"
+            broken = await client.post(
+                "/graphql", content=b"{", headers={"content-type": "application/json"}
+            )
+            assert broken.status_code == 400
+            assert broken.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+            batch = await client.post("/graphql", json=[{"query": IRIS}])
+            assert batch.status_code == 400  # batched operations: not enabled (yet)
+            assert batch.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+            text = await client.post(
+                "/graphql", content=IRIS, headers={"content-type": "application/graphql"}
+            )
+            assert text.status_code == 400
+            assert text.json()["errors"][0]["message"] == "Unsupported content type"
 
     asyncio.run(scenario())

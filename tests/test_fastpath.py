@@ -231,3 +231,64 @@ def test_generated_variables_answer_the_same(
     slow, fast = _both(example_gateway, query, variables)
     if fast is not None:
         assert _normal(fast) == _normal(slow), (query, variables)
+
+
+def _digest(query: str) -> str:
+    return hashlib.sha256(query.encode()).hexdigest()
+
+
+def test_persisted_query_protocol_in_process(example_gateway: InProcessGateway) -> None:
+    store = PersistedQueries(capacity=2)
+    fast_path = FastPath(example_gateway.built, store, 8)
+    query = "{ models { name } }"
+    ext = {"persistedQuery": {"version": 1, "sha256Hash": _digest(query)}}
+
+    unknown = fast_path.resolve_persisted({"extensions": dict(ext)})
+    assert unknown is not None
+    assert unknown.body["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"
+    assert fast_path.resolve_persisted({"query": query, "extensions": dict(ext)}) is None
+    payload: dict[str, Any] = {"extensions": dict(ext)}
+    assert fast_path.resolve_persisted(payload) is None and payload["query"] == query
+
+    mismatch = fast_path.resolve_persisted({"query": "{ nope }", "extensions": dict(ext)})
+    assert mismatch is not None and mismatch.status == 400
+    bad = fast_path.resolve_persisted({"extensions": {"persistedQuery": {"version": 2}}})
+    assert bad is not None and bad.body["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+    assert fast_path.resolve_persisted({"query": query}) is None  # not a persisted query
+
+    for other in ("{ a }", "{ b }"):  # the store keeps the newest two
+        store.put(_digest(other), other)
+    assert store.get(_digest(query)) is None and store.get(_digest("{ b }")) == "{ b }"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"query": 3},
+        {"query": "{ models { name } }", "operationName": 5},
+        {"query": "{ models { name } }", "variables": [1]},
+        {"query": "query A { models { name } } query B { models { name } }"},
+        {"query": "query A { models { name } }", "operationName": "B"},
+        {"query": "mutation { x }"},
+    ],
+)
+def test_payloads_the_compiled_path_leaves_to_strawberry(
+    example_gateway: InProcessGateway, payload: dict[str, Any]
+) -> None:
+    fast_path = FastPath(example_gateway.built, PersistedQueries(8), 8)
+    context = GatewayContext(
+        example_gateway.runtime, example_gateway.settings, example_gateway.built.typed
+    )
+    assert asyncio.run(fast_path.handle(payload, context)) is None
+
+
+def test_the_plan_cache_is_bounded(example_gateway: InProcessGateway) -> None:
+    fast_path = FastPath(example_gateway.built, PersistedQueries(8), 2)
+    context = GatewayContext(
+        example_gateway.runtime, example_gateway.settings, example_gateway.built.typed
+    )
+    for name in ("A", "B", "C", "A"):
+        answer = asyncio.run(
+            fast_path.handle({"query": f"query {name} {{ models {{ name }} }}"}, context)
+        )
+        assert answer is not None and answer.body["data"]["models"]

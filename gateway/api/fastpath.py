@@ -20,14 +20,9 @@ from typing import Any
 from graphql import GraphQLError, parse, validate
 
 from gateway.api.context import GatewayContext
+from gateway.api.execute import coerce_variables, execute_plan
 from gateway.api.observe import OperationRecord, outcome
-from gateway.api.plan import (
-    OperationPlan,
-    Unsupported,
-    coerce_variables,
-    compile_operation,
-    execute_plan,
-)
+from gateway.api.plan import OperationPlan, Unsupported, compile_operation
 from gateway.api.schema import GatewaySchema
 from gateway.security import format_errors
 

@@ -238,14 +238,8 @@ class _Run:
                 item_path = path.add_key(index)
                 try:
                     items.append(self.complete_plain(f, item_type, item, item_path))
-                except _Null:
-                    if isinstance(item_type, GraphQLNonNull):
-                        raise
-                    items.append(None)
                 except Exception as exc:
-                    self.errors.append(located_error(exc, [f.node], item_path.as_list()))
-                    if isinstance(item_type, GraphQLNonNull):
-                        raise _Null from exc
+                    self.item_failed(f, item_type, exc, item_path)
                     items.append(None)
             return items
         if is_leaf_type(return_type):
@@ -363,16 +357,18 @@ class _Run:
                 item = await item
             try:
                 items.append(await self.complete(f, item_type, item, item_path))
-            except _Null:
-                if isinstance(item_type, GraphQLNonNull):
-                    raise
-                items.append(None)
             except Exception as exc:
-                self.errors.append(located_error(exc, [f.node], item_path.as_list()))
-                if isinstance(item_type, GraphQLNonNull):
-                    raise _Null from exc
+                self.item_failed(f, item_type, exc, item_path)
                 items.append(None)
         return items
+
+    def item_failed(self, f: FieldPlan, item_type: Any, exc: Exception, path: Path) -> None:
+        """A list item that failed: its error is recorded (a _Null already was); the item is
+        null, or the whole list is when items are non-null."""
+        if not isinstance(exc, _Null):
+            self.errors.append(located_error(exc, [f.node], path.as_list()))
+        if isinstance(item_type, GraphQLNonNull):
+            raise _Null from exc
 
 
 def _is_awaitable(value: Any) -> TypeGuard[Awaitable[Any]]:

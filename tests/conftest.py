@@ -20,12 +20,40 @@ import httpx
 import onnx
 import pytest
 from onnx import TensorProto, helper
+from opentelemetry.sdk.trace import sampling
 
 from gateway.api import GatewayContext, GatewaySchema, build_schema
 from gateway.app import schema_extensions
 from gateway.config import Settings
 from gateway.repository import scan_repository
 from gateway.runtime import ModelRuntime
+from gateway.telemetry.spans import LeanTracerProvider, RecordedSpan
+
+
+class SpanCollector:
+    """A span processor that keeps every ended span: the tests' in-memory exporter."""
+
+    def __init__(self) -> None:
+        self.spans: list[RecordedSpan] = []
+
+    def on_end(self, span: RecordedSpan) -> None:
+        self.spans.append(span)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        return None
+
+
+def collecting_provider() -> tuple[LeanTracerProvider, SpanCollector]:
+    """The gateway's tracer provider (default sampler) with every span kept in memory."""
+    collector = SpanCollector()
+    provider = LeanTracerProvider(
+        sampler=sampling.ParentBased(sampling.ALWAYS_ON), processors=[collector]
+    )
+    return provider, collector
+
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_MODELS = ROOT / "models"

@@ -13,9 +13,6 @@ import httpx
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gateway.api import GatewayContext
 from gateway.batching import Batcher, BatchPolicy
@@ -23,6 +20,7 @@ from gateway.errors import InvalidInputError, ModelNotReadyError, OverloadedErro
 from gateway.observability import Observer
 from tests.conftest import (
     InProcessGateway,
+    collecting_provider,
     make_model,
     start_server,
     stop_server,
@@ -170,9 +168,7 @@ def test_aliases_of_one_document_share_one_run_and_links_are_traced(
     gateway_factory: Any,
 ) -> None:
     gw: InProcessGateway = gateway_factory({"sized/1": _batch_size_model()})
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider, collector = collecting_provider()
     gw.runtime.attach(Observer(provider))
     query = (
         "{ predict { "
@@ -186,7 +182,7 @@ def test_aliases_of_one_document_share_one_run_and_links_are_traced(
     assert [answers[f"a{i}"]["y"] for i in range(6)] == [[float(i), float(i)] for i in range(6)]
     assert {answers[f"a{i}"]["n"] for i in range(6)} == {6}  # one run of six rows
 
-    spans = exporter.get_finished_spans()
+    spans = collector.spans
     (run,) = [s for s in spans if s.name == "gateway.run"]
     predicts = [s for s in spans if s.name == "gateway.predict"]
     queues = [s for s in spans if s.name == "gateway.queue"]

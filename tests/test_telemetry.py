@@ -13,16 +13,16 @@ import httpx
 import pytest
 from opentelemetry import trace
 from opentelemetry.metrics import NoOpMeterProvider
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import sampling
 from prometheus_client import CollectorRegistry
 
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.errors import ConfigError
 from gateway.telemetry import Telemetry, TraceStore, configure_logging, create_telemetry
-from tests.conftest import EXAMPLE_MODELS
+from gateway.telemetry.export import OtlpSpanExporter
+from gateway.telemetry.spans import LeanTracerProvider
+from tests.conftest import EXAMPLE_MODELS, SpanCollector, collecting_provider
 
 IRIS = (
     "query PredictIris { predict { iris(input: {sepalLength: 5.1, sepalWidth: 3.5, "
@@ -56,22 +56,20 @@ def _serve(settings: Settings, telemetry: Telemetry | None, *queries: str) -> li
     return answers
 
 
-def _in_memory() -> tuple[Telemetry, InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return Telemetry(provider, NoOpMeterProvider(), CollectorRegistry()), exporter
+def _in_memory() -> tuple[Telemetry, SpanCollector]:
+    provider, collector = collecting_provider()
+    return Telemetry(provider, NoOpMeterProvider(), CollectorRegistry()), collector
 
 
 def test_document_is_recorded_only_when_configured() -> None:
     telemetry, exporter = _in_memory()
     _serve(_settings(), telemetry, IRIS)
-    root = next(s for s in exporter.get_finished_spans() if s.name == "query PredictIris")
+    root = next(s for s in exporter.spans if s.name == "query PredictIris")
     assert "graphql.document" not in (root.attributes or {})
 
     telemetry, exporter = _in_memory()
     _serve(_settings(GATEWAY_TRACE_DOCUMENT="true"), telemetry, IRIS)
-    root = next(s for s in exporter.get_finished_spans() if s.name == "query PredictIris")
+    root = next(s for s in exporter.spans if s.name == "query PredictIris")
     assert (root.attributes or {})["graphql.document"] == IRIS
 
 
@@ -133,15 +131,18 @@ def test_resource_and_exporters_from_the_environment() -> None:
     )
     try:
         provider = telemetry.tracer_provider
-        assert isinstance(provider, TracerProvider)
-        attributes = dict(provider.resource.attributes)
+        assert isinstance(provider, LeanTracerProvider)
+        (exporter,) = provider.processors
+        assert isinstance(exporter, OtlpSpanExporter)
+        assert exporter.endpoint == "http://127.0.0.1:9/v1/traces"
+        attributes = dict(exporter.resource)
         assert attributes["service.name"] == "svc"
         assert attributes["deployment.environment"] == "test" and attributes["team"] == "ml"
     finally:
         telemetry.shutdown()
 
 
-def _span(provider: TracerProvider, name: str, model: str, *, fail: bool = False) -> str:
+def _span(provider: LeanTracerProvider, name: str, model: str, *, fail: bool = False) -> str:
     attrs = {"gateway.model.name": model}
     tracer = provider.get_tracer("t")
     with tracer.start_as_current_span(name, attributes=attrs) as root:
@@ -155,8 +156,7 @@ def _span(provider: TracerProvider, name: str, model: str, *, fail: bool = False
 
 def test_trace_store_keeps_the_newest_and_filters() -> None:
     store = TraceStore(capacity=3)
-    provider = TracerProvider()
-    provider.add_span_processor(store)
+    provider = LeanTracerProvider(sampler=sampling.ALWAYS_ON, processors=[store])
     ids = [_span(provider, f"query Q{i}", "iris") for i in range(4)]
     failed = _span(provider, "query Bad", "digits", fail=True)
     listed = store.summaries()
@@ -177,7 +177,7 @@ def test_trace_store_keeps_the_newest_and_filters() -> None:
 def test_json_and_human_log_formats() -> None:
     stream = io.StringIO()
     configure_logging("info", "json", stream=stream)
-    provider = TracerProvider()
+    provider, _ = collecting_provider()
     try:
         with provider.get_tracer("t").start_as_current_span("op") as span:
             logging.getLogger("gateway.test").info("hello %s", "world", extra={"model": "iris"})

@@ -63,12 +63,16 @@ class Tensor:
         description='Flat row-major list; non-finite floats as "NaN", "Infinity", "-Infinity".'
     )  # type: ignore[untyped-decorator]  # strawberry's field() overloads lose the type here
     def data(self, info: Info) -> JSON:
-        with info.context.runtime.observer.span("gateway.encode", {"gateway.tensor": self.name}):
+        with info.context.runtime.observer.span(
+            "gateway.encode", {"gateway.tensor": self.name}, current=False
+        ):
             return cast(JSON, encode_data(self.array))
 
     @strawberry.field(description="Raw little-endian bytes, base64; null for BYTES.")  # type: ignore[untyped-decorator]
     def b64(self, info: Info) -> str | None:
-        with info.context.runtime.observer.span("gateway.encode", {"gateway.tensor": self.name}):
+        with info.context.runtime.observer.span(
+            "gateway.encode", {"gateway.tensor": self.name}, current=False
+        ):
             return encode_b64(self.array)
 
 
@@ -203,7 +207,7 @@ async def infer(
     with ctx.runtime.observer.span("gateway.infer", {MODEL_ATTRIBUTE: model}) as span:
         mv = ctx.runtime.resolve(model, version)
         span.set_attribute(VERSION_ATTRIBUTE, mv.version)
-        with ctx.runtime.observer.span("gateway.decode"):
+        with ctx.runtime.observer.span("gateway.decode", current=False):
             feeds = _decode_inputs(mv, inputs, outputs, ctx.settings.max_tensor_elements)
         result = await ctx.runtime.run(mv, feeds, outputs)
     tensors = [

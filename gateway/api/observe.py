@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from graphql import GraphQLError
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.util.types import AttributeValue
 from strawberry.extensions import SchemaExtension
 
@@ -31,6 +32,21 @@ access_log = logging.getLogger("gateway.access")
 _MAX_DOCUMENT = 4096
 
 
+_propagation: tuple[TextMapPropagator, frozenset[str]] | None = None
+
+
+def _caller_context(headers: Mapping[str, str]) -> otel_context.Context | None:
+    """The caller's trace context, read by the configured propagators (W3C ``traceparent`` and
+    ``baggage`` by default), or None when the request carries none of their headers."""
+    global _propagation
+    propagator = propagate.get_global_textmap()
+    if _propagation is None or _propagation[0] is not propagator:
+        _propagation = (propagator, frozenset(propagator.fields))
+    if not any(name in headers for name in _propagation[1]):
+        return None
+    return propagate.extract(headers)
+
+
 class OperationRecord:
     """The span, metrics and access-log line of one operation, whichever path executes it."""
 
@@ -42,7 +58,7 @@ class OperationRecord:
         self._token: Any = None
         if observer.tracing:
             headers = getattr(ctx.request, "headers", None)
-            parent = propagate.extract(headers) if headers else None
+            parent = _caller_context(headers) if headers else None
             self.span = observer.tracer.start_span(
                 "GraphQL Operation", context=parent, kind=trace.SpanKind.SERVER
             )

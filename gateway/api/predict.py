@@ -104,13 +104,13 @@ async def _predict(
     # A model without a free batch dimension runs once per row.
     groups = [list(rows)] if tm.batched else [[row] for row in rows]
     runs = []
-    with observer.span("gateway.decode"):
+    with observer.span("gateway.decode", current=False):
         for group in groups:
             feeds = tm.feeds(group)
             _check_size(feeds, ctx.settings.max_tensor_elements)
             runs.append(ctx.runtime.run(mv, feeds, tm.output_names))
     outputs = [await runs[0]] if len(runs) == 1 else await asyncio.gather(*runs)
-    with observer.span("gateway.encode"):
+    with observer.span("gateway.encode", current=False):
         values = [
             p
             for group, out in zip(groups, outputs, strict=True)

@@ -5,9 +5,16 @@ Configured by the standard variables (read into ``Settings.otel``): ``OTEL_SDK_D
 ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER`` and
 ``OTEL_TRACES_SAMPLER_ARG``, ``OTEL_EXPORTER_OTLP_ENDPOINT`` (and the per-signal
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``..._METRICS_ENDPOINT``), ``OTEL_EXPORTER_OTLP_HEADERS``,
-``OTEL_EXPORTER_OTLP_PROTOCOL`` (http/protobuf), ``OTEL_TRACES_EXPORTER`` /
-``OTEL_METRICS_EXPORTER`` (otlp, console or none), ``OTEL_METRIC_EXPORT_INTERVAL``,
-``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``, ``OTEL_METRICS_EXEMPLAR_FILTER`` (default always_off).
+``OTEL_EXPORTER_OTLP_PROTOCOL`` (http/protobuf), ``OTEL_EXPORTER_OTLP_COMPRESSION`` (gzip or
+none), ``OTEL_EXPORTER_OTLP_TIMEOUT`` and ``OTEL_EXPORTER_OTLP_CERTIFICATE`` (also per signal),
+``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` (otlp, console or none),
+``OTEL_METRIC_EXPORT_INTERVAL``,
+``OTEL_BSP_SCHEDULE_DELAY``, ``OTEL_BSP_MAX_QUEUE_SIZE``, ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``,
+``OTEL_BSP_EXPORT_TIMEOUT``, ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``,
+``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT``, ``OTEL_METRICS_EXEMPLAR_FILTER`` (default always_off).
+
+Metrics use the SDK's ``MeterProvider``; spans use the lean provider of ``telemetry.spans`` and
+the exporter of ``telemetry.export`` (the SDK's tracing pipeline costs too much per request).
 """
 
 from __future__ import annotations
@@ -19,8 +26,8 @@ from urllib.parse import unquote
 
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
+from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import (
     AlwaysOffExemplarFilter,
@@ -36,18 +43,16 @@ from opentelemetry.sdk.metrics.export import (
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanLimits, TracerProvider, sampling
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SpanExporter,
-)
+from opentelemetry.sdk.trace import sampling
 from prometheus_client import CollectorRegistry, generate_latest
 
 from gateway import __version__
 from gateway.config import Settings
 from gateway.errors import ConfigError
+from gateway.telemetry.console import ConsoleSpanWriter
+from gateway.telemetry.export import BatchSettings, OtlpSpanExporter
 from gateway.telemetry.logs import configure_logging
+from gateway.telemetry.spans import DEFAULT_MAX_ATTRIBUTES, LeanTracerProvider, SpanProcessor
 from gateway.telemetry.store import TraceStore
 
 __all__ = ["Telemetry", "TraceStore", "configure_logging", "create_telemetry"]
@@ -72,7 +77,7 @@ class Telemetry:
 
     def shutdown(self) -> None:
         """Flush and stop the exporters (spans and metrics still buffered are sent)."""
-        if isinstance(self.tracer_provider, TracerProvider):
+        if isinstance(self.tracer_provider, LeanTracerProvider):
             self.tracer_provider.shutdown()
         if isinstance(self.meter_provider, MeterProvider):
             self.meter_provider.shutdown()
@@ -109,24 +114,27 @@ def create_telemetry(settings: Settings, *, trace_store: TraceStore | None = Non
         shutdown_on_exit=False,
         exemplar_filter=_exemplar_filter(otel),
     )
-    limit = int(_number(otel, "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", DEFAULT_ATTRIBUTE_LENGTH))
-    span_exporter = _span_exporter(otel)
-    # Spans nobody reads cost every request (even unsampled ones go through the SDK): with no
-    # exporter, no trace viewer and no sampler asked for, there is no tracing at all.
-    consumed = span_exporter is not None or trace_store is not None
-    sampler = _sampler(otel, default="parentbased_always_on")  # checked even when unused
-    if not consumed and "OTEL_TRACES_SAMPLER" not in otel:
-        return Telemetry(trace_api.NoOpTracerProvider(), meter_provider, registry)
-    tracer_provider = TracerProvider(
-        sampler=sampler,
-        resource=resource,
-        span_limits=SpanLimits(max_attribute_length=limit, max_span_attribute_length=limit),
-        shutdown_on_exit=False,
-    )
+    processors: list[SpanProcessor] = []
+    span_exporter = _span_exporter(otel, resource)
     if span_exporter is not None:
-        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+        processors.append(span_exporter)
     if trace_store is not None:
-        tracer_provider.add_span_processor(trace_store)
+        processors.append(trace_store)
+    sampler = _sampler(otel, default="parentbased_always_on")  # checked even when unused
+    # Spans nobody reads cost every request (even unsampled ones are made): with no exporter,
+    # no trace viewer and no sampler asked for, there is no tracing at all.
+    if not processors and "OTEL_TRACES_SAMPLER" not in otel:
+        return Telemetry(trace_api.NoOpTracerProvider(), meter_provider, registry)
+    tracer_provider = LeanTracerProvider(
+        sampler=sampler,
+        processors=processors,
+        max_attribute_length=int(
+            _number(otel, "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", DEFAULT_ATTRIBUTE_LENGTH)
+        ),
+        max_attributes=int(
+            _number(otel, "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", DEFAULT_MAX_ATTRIBUTES)
+        ),
+    )
     return Telemetry(tracer_provider, meter_provider, registry, trace_store)
 
 
@@ -199,13 +207,27 @@ def _exemplar_filter(otel: Mapping[str, str]) -> ExemplarFilter:
     return _EXEMPLAR_FILTERS[name]()
 
 
-def _span_exporter(otel: Mapping[str, str]) -> SpanExporter | None:
+def _span_exporter(otel: Mapping[str, str], resource: Resource) -> SpanProcessor | None:
     target = _target(otel, "TRACES")
     if target is None:
         return None
     if target.kind == _CONSOLE:
-        return ConsoleSpanExporter()
-    return OTLPSpanExporter(endpoint=target.endpoint, headers=target.headers)
+        return ConsoleSpanWriter()
+    return OtlpSpanExporter(
+        target.endpoint,
+        resource=dict(resource.attributes),
+        scope=("gateway", __version__),
+        headers=target.headers,
+        compression=target.compression,
+        timeout_s=target.timeout_s,
+        certificate=target.certificate,
+        batch=BatchSettings(
+            schedule_delay_ms=_number(otel, "OTEL_BSP_SCHEDULE_DELAY", 5000),
+            max_queue_size=int(_number(otel, "OTEL_BSP_MAX_QUEUE_SIZE", 2048)),
+            max_export_batch_size=int(_number(otel, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)),
+            export_timeout_ms=_number(otel, "OTEL_BSP_EXPORT_TIMEOUT", 30000),
+        ),
+    )
 
 
 def _metric_exporter(otel: Mapping[str, str]) -> MetricExporter | None:
@@ -214,7 +236,13 @@ def _metric_exporter(otel: Mapping[str, str]) -> MetricExporter | None:
         return None
     if target.kind == _CONSOLE:
         return ConsoleMetricExporter()
-    return OTLPMetricExporter(endpoint=target.endpoint, headers=target.headers)
+    return OTLPMetricExporter(
+        endpoint=target.endpoint,
+        headers=target.headers,
+        timeout=target.timeout_s,
+        certificate_file=target.certificate,
+        compression=Compression(target.compression) if target.compression == "gzip" else None,
+    )
 
 
 _CONSOLE = "console"
@@ -224,6 +252,9 @@ class _Target(NamedTuple):
     kind: str  # "otlp" or "console"
     endpoint: str = ""
     headers: dict[str, str] = {}
+    compression: str = "none"  # or "gzip"
+    timeout_s: float = 10.0
+    certificate: str | None = None  # CA bundle for https endpoints
 
 
 def _target(otel: Mapping[str, str], signal: str) -> _Target | None:
@@ -253,7 +284,32 @@ def _target(otel: Mapping[str, str], signal: str) -> _Target | None:
     raw_headers = otel.get(f"OTEL_EXPORTER_OTLP_{signal}_HEADERS") or otel.get(
         "OTEL_EXPORTER_OTLP_HEADERS", ""
     )
-    return _Target("otlp", endpoint, _headers(raw_headers))
+    compression = (
+        (
+            otel.get(f"OTEL_EXPORTER_OTLP_{signal}_COMPRESSION")
+            or otel.get("OTEL_EXPORTER_OTLP_COMPRESSION")
+            or "none"
+        )
+        .strip()
+        .lower()
+    )
+    if compression not in ("none", "gzip"):
+        raise ConfigError(
+            f"OTEL_EXPORTER_OTLP_COMPRESSION: invalid value {compression!r}: expected gzip or none"
+        )
+    timeout_ms = _number(
+        otel,
+        f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT"
+        if f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT" in otel
+        else "OTEL_EXPORTER_OTLP_TIMEOUT",
+        10000,
+    )
+    certificate = otel.get(f"OTEL_EXPORTER_OTLP_{signal}_CERTIFICATE") or otel.get(
+        "OTEL_EXPORTER_OTLP_CERTIFICATE"
+    )
+    return _Target(
+        "otlp", endpoint, _headers(raw_headers), compression, timeout_ms / 1000, certificate
+    )
 
 
 def _headers(raw: str) -> dict[str, str]:

@@ -1,9 +1,9 @@
 """An in-memory store of the last finished traces, for the built-in trace viewer.
 
-A SpanProcessor: every span that ends is kept under its trace; a trace is listed once its local
-root span (no parent, or a remote parent from the caller's ``traceparent``) has ended. Only the
-newest ``capacity`` traces are kept. Attribute values are the span's own, already bounded by the
-tracer provider's span limits.
+A span processor of the lean tracer provider: every span that ends is kept under its trace; a
+trace is listed once its local root span (no parent, or a remote parent from the caller's
+``traceparent``) has ended. Only the newest ``capacity`` traces are kept. Attribute values are
+the span's own, already bounded by the tracer provider's span limits.
 """
 
 from __future__ import annotations
@@ -13,34 +13,28 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
 
-__all__ = ["TraceStore"]
+from gateway.telemetry.spans import RecordedSpan
+
+__all__ = ["TraceStore", "span_json"]
 
 _MODEL_ATTRIBUTE = "gateway.model.name"
 _MODELS_ATTRIBUTE = "gateway.models"
 _CODE_ATTRIBUTE = "gateway.error.code"
 
 
-class TraceStore(SpanProcessor):
+class TraceStore:
     """Keeps the newest ``capacity`` traces; thread-safe."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
         self._lock = threading.Lock()
-        self._pending: dict[int, list[ReadableSpan]] = {}
-        self._done: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
+        self._pending: dict[int, list[RecordedSpan]] = {}
+        self._done: OrderedDict[int, list[RecordedSpan]] = OrderedDict()
 
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        return None
-
-    def on_end(self, span: ReadableSpan) -> None:
-        context = span.context
-        if context is None:
-            return
-        trace_id = context.trace_id
+    def on_end(self, span: RecordedSpan) -> None:
+        trace_id = span.context.trace_id
         is_root = span.parent is None or span.parent.is_remote
         with self._lock:
             if trace_id in self._done:  # a late span (e.g. a batch run) of a listed trace
@@ -90,23 +84,23 @@ class TraceStore(SpanProcessor):
             spans = list(self._done.get(key, ()))
         if not spans:
             return None
-        return {**_summary(spans), "spans": [_span(s) for s in _ordered(spans)]}
+        return {**_summary(spans), "spans": [span_json(s) for s in _ordered(spans)]}
 
 
-def _root(spans: Sequence[ReadableSpan]) -> ReadableSpan:
+def _root(spans: Sequence[RecordedSpan]) -> RecordedSpan:
     roots = [s for s in spans if s.parent is None or s.parent.is_remote]
-    return roots[0] if roots else min(spans, key=lambda s: s.start_time or 0)
+    return roots[0] if roots else min(spans, key=lambda s: s.start_time)
 
 
-def _ordered(spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
-    return sorted(spans, key=lambda s: s.start_time or 0)
+def _ordered(spans: Sequence[RecordedSpan]) -> list[RecordedSpan]:
+    return sorted(spans, key=lambda s: s.start_time)
 
 
-def _ms(start: int | None, end: int | None) -> float:
-    return ((end or 0) - (start or 0)) / 1e6
+def _ms(start: int, end: int | None) -> float:
+    return ((end or start) - start) / 1e6
 
 
-def _summary(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
+def _summary(spans: Sequence[RecordedSpan]) -> dict[str, Any]:
     root = _root(spans)
     failed = [s for s in spans if s.status.status_code is StatusCode.ERROR]
     models: set[str] = set()
@@ -122,12 +116,10 @@ def _summary(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
         for s in failed
         if s.attributes and _CODE_ATTRIBUTE in s.attributes
     ]
-    context = root.context
-    assert context is not None
     return {
-        "traceId": format_trace_id(context.trace_id),
+        "traceId": format_trace_id(root.context.trace_id),
         "name": root.name,
-        "startTime": (root.start_time or 0) / 1e6,
+        "startTime": root.start_time / 1e6,
         "durationMs": _ms(root.start_time, root.end_time),
         "status": "ERROR" if failed else "OK",
         "errorCode": codes[0] if codes else None,
@@ -136,18 +128,18 @@ def _summary(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
     }
 
 
-def _span(span: ReadableSpan) -> dict[str, Any]:
-    context = span.context
-    assert context is not None
+def span_json(span: RecordedSpan) -> dict[str, Any]:
+    """One span, JSON-ready (as the viewer and the console exporter show it)."""
     parent = span.parent
     return {
-        "spanId": format_span_id(context.span_id),
+        "traceId": format_trace_id(span.context.trace_id),
+        "spanId": format_span_id(span.context.span_id),
         "parentSpanId": None
         if parent is None or parent.is_remote
         else format_span_id(parent.span_id),
         "name": span.name,
         "kind": span.kind.name,
-        "startTime": (span.start_time or 0) / 1e6,
+        "startTime": span.start_time / 1e6,
         "durationMs": _ms(span.start_time, span.end_time),
         "status": span.status.status_code.name,
         "statusMessage": span.status.description,

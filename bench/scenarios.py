@@ -3,7 +3,8 @@
 * ``tracing`` (the observability issue): the gateway on the bundled models answering the typed
   single-row iris query with tracing off (``OTEL_TRACES_SAMPLER=always_off``, the baseline) and
   on at 100% sampling, exporting OTLP/HTTP to the bench's own sink; both export metrics and write
-  JSON logs, so only tracing differs. Goal: on/off req/s >= 0.90.
+  JSON logs, so only tracing differs. Goal: on/off req/s >= 0.90. For reference, the same with
+  no tracer provider at all (``OTEL_TRACES_EXPORTER=none``): what the sampler's own work costs.
 * The performance issue's scenarios, each against the bare Starlette + ONNX Runtime baseline:
 
   - ``iris-typed``: the typed single-row iris query on the gateway and on the minimal Strawberry
@@ -185,6 +186,8 @@ def build_scenarios(models: Path, scratch: Path | None = None) -> dict[str, Scen
     # Only tracing differs: both export metrics to the sink and write JSON logs.
     tracing_off = {"OTEL_TRACES_SAMPLER": "always_off", "GATEWAY_LOG_FORMAT": "json"}
     tracing_on = {"OTEL_TRACES_SAMPLER": "always_on", "GATEWAY_LOG_FORMAT": "json"}
+    # For reference: no tracer provider at all (metrics still exported, logs the same).
+    no_tracing = {"OTEL_TRACES_EXPORTER": "none", "GATEWAY_LOG_FORMAT": "json"}
 
     digest = hashlib.sha256(IRIS_QUERY.encode()).hexdigest()
     apq = {"persistedQuery": {"version": 1, "sha256Hash": digest}}
@@ -237,6 +240,7 @@ def build_scenarios(models: Path, scratch: Path | None = None) -> dict[str, Scen
             targets=(
                 graphql("gateway tracing=off", "gateway", tracing_off, otlp=True),
                 graphql("gateway tracing=on", "gateway", tracing_on, otlp=True),
+                graphql("gateway no tracer (reference)", "gateway", no_tracing, otlp=True),
             ),
             baseline="gateway tracing=off",
             rows_per_request=1,

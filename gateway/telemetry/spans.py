@@ -25,12 +25,20 @@ from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import Attributes, AttributeValue
 
-__all__ = ["DEFAULT_MAX_ATTRIBUTES", "Event", "LeanTracerProvider", "RecordedSpan", "SpanProcessor"]
+__all__ = [
+    "DEFAULT_MAX_ATTRIBUTES",
+    "UNSET",
+    "Event",
+    "LeanTracerProvider",
+    "RecordedSpan",
+    "SpanProcessor",
+]
 
 #: Attributes kept per span, event or link (the OpenTelemetry default); later ones are dropped.
 DEFAULT_MAX_ATTRIBUTES = 128
 
-_UNSET = Status(StatusCode.UNSET)
+#: The status of a span nobody set one on (shared: compare with ``is``).
+UNSET = Status(StatusCode.UNSET)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _log = logging.getLogger(__name__)
@@ -217,7 +225,7 @@ class RecordedSpan(trace.Span):
         self.dropped_attributes = 0
         self.events: list[Event] = []
         self.links: list[Link] = list(links) if links else []
-        self.status = _UNSET
+        self.status = UNSET
         self.attributes: dict[str, AttributeValue] = {}
         if attributes:
             self.set_attributes(attributes)
@@ -229,8 +237,15 @@ class RecordedSpan(trace.Span):
         return self.end_time is None
 
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
+        if self.end_time is not None:
+            return
+        mine, provider = self.attributes, self._provider
+        bound, limit = provider.bound, provider.max_attributes
         for key, value in attributes.items():
-            self.set_attribute(key, value)
+            if len(mine) >= limit and key not in mine:
+                self.dropped_attributes += 1
+            else:
+                mine[key] = value if type(value) in _SCALARS else bound(value)
 
     def set_attribute(self, key: str, value: AttributeValue) -> None:
         if self.end_time is not None:

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from opentelemetry.util.types import AttributeValue
 
-from gateway.telemetry.otlp import encode_spans
+from gateway.telemetry.otlp import encode_request, encode_span
 from gateway.telemetry.spans import RecordedSpan
 
 __all__ = ["BatchSettings", "OtlpSpanExporter"]
@@ -70,7 +70,7 @@ class OtlpSpanExporter:
         self.batch = batch or BatchSettings()
         #: Spans dropped because the queue was full.
         self.dropped = 0
-        self._queue: deque[RecordedSpan] = deque()
+        self._queue: deque[bytes] = deque()
         self._wakeup = threading.Event()
         self._idle = threading.Condition()
         self._exporting = False
@@ -81,11 +81,18 @@ class OtlpSpanExporter:
         self._thread.start()
 
     def on_end(self, span: RecordedSpan) -> None:
+        # Encoded now, on the thread that ends the span: the same CPU as later, but the queue
+        # then holds bytes, not span objects that would live long enough for the garbage
+        # collector's older generations (whose collections cost more than the encoding).
         queue = self._queue
         if len(queue) >= self.batch.max_queue_size:
             self.dropped += 1
             return
-        queue.append(span)
+        try:
+            queue.append(encode_span(span))
+        except Exception:
+            _log.exception("could not encode span %r; dropped", span.name)
+            return
         if len(queue) == self.batch.max_export_batch_size:  # once per batch
             self._wakeup.set()
 
@@ -131,18 +138,14 @@ class OtlpSpanExporter:
                     self._exporting = False
                     self._idle.notify_all()
 
-    def _take(self) -> list[RecordedSpan]:
+    def _take(self) -> list[bytes]:
         queue, size = self._queue, self.batch.max_export_batch_size
         return [queue.popleft() for _ in range(min(size, len(queue)))]
 
-    def _export(self, spans: Sequence[RecordedSpan]) -> None:
+    def _export(self, spans: Sequence[bytes]) -> None:
         if not spans:
             return
-        try:
-            data = encode_spans(spans, self.resource, self.scope)
-        except Exception:
-            _log.exception("could not encode %d spans; dropped", len(spans))
-            return
+        data = encode_request(spans, self.resource, self.scope)
         headers = {**self.headers, "Content-Type": "application/x-protobuf"}
         if self.compression == "gzip":
             data = gzip.compress(data)

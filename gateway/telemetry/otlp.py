@@ -17,7 +17,7 @@ from opentelemetry.util.types import AttributeValue
 
 from gateway.telemetry.spans import UNSET, Event, RecordedSpan
 
-__all__ = ["encode_spans"]
+__all__ = ["encode_request", "encode_span", "encode_spans"]
 
 _FIXED64 = struct.Struct("<Q")
 _DOUBLE = struct.Struct("<d")
@@ -171,7 +171,7 @@ def _status(status: Status) -> bytes:
     )
 
 
-def _span(
+def encode_span(
     span: RecordedSpan,
     ids: Callable[..., bytes] = _IDS.pack,
     ids_parent: Callable[..., bytes] = _IDS_PARENT.pack,
@@ -179,8 +179,8 @@ def _span(
     cached: Callable[[Any], bytes | None] = _pairs.get,
     names: Callable[[Any], bytes | None] = _names.get,
 ) -> bytes:
-    """One ``ScopeSpans.spans`` field. The hottest code of the exporter: helpers are inlined
-    and globals bound as defaults (about 1 µs for a span without attributes)."""
+    """One span, encoded as a ``ScopeSpans.spans`` field. Called as each span ends: helpers
+    are inlined and globals bound as defaults (about 1.5 µs for a span without attributes)."""
     context, parent = span.context, span.parent
     trace_id = context.trace_id
     if parent is None:
@@ -216,13 +216,22 @@ def _span(
     return b"\x12" + (bytes((size,)) if size < 0x80 else _varint(size)) + body
 
 
+def encode_request(
+    spans: Iterable[bytes],
+    resource: Mapping[str, AttributeValue],
+    scope: tuple[str, str],
+) -> bytes:
+    """An ``ExportTraceServiceRequest`` of one resource and scope, from encoded spans."""
+    name, version = scope
+    body = _field(1, _string(1, name) + _string(2, version)) + b"".join(spans)
+    resource_spans = _field(1, _attributes(1, resource)) + _field(2, body)
+    return _field(1, resource_spans)
+
+
 def encode_spans(
     spans: Iterable[RecordedSpan],
     resource: Mapping[str, AttributeValue],
     scope: tuple[str, str],
 ) -> bytes:
     """An ``ExportTraceServiceRequest`` holding ``spans`` of one resource and scope."""
-    name, version = scope
-    body = _field(1, _string(1, name) + _string(2, version)) + b"".join([_span(s) for s in spans])
-    resource_spans = _field(1, _attributes(1, resource)) + _field(2, body)
-    return _field(1, resource_spans)
+    return encode_request([encode_span(s) for s in spans], resource, scope)

@@ -163,6 +163,13 @@ class Settings:
         default=False,
         metadata=_doc("Record the GraphQL document in the operation span (graphql.document)."),
     )
+    trace_min_step_us: int = field(
+        default=100,
+        metadata=_doc(
+            "Input decoding or output encoding faster than this (µs) is an attribute of its "
+            "resolver's span (e.g. gateway.decode.duration_us), not a span; 0: always a span."
+        ),
+    )
     #: The OpenTelemetry variables (``OTEL_*``) of the environment, read with the rest and used
     #: by gateway.telemetry; documented in the README, not a setting of their own.
     otel: Mapping[str, str] = field(default_factory=dict, repr=False, metadata=_doc(""))
@@ -176,6 +183,7 @@ class Settings:
         _check_choice("log_level", self.log_level, LOG_LEVELS)
         _check_choice("log_format", self.log_format, LOG_FORMATS)
         _check_min("trace_viewer_size", self.trace_viewer_size, 1)
+        _check_min("trace_min_step_us", self.trace_min_step_us, 0)
         _check_min("inference_threads", self.inference_threads, 1)
         _check_min("max_tensor_elements", self.max_tensor_elements, 1)
         _check_min("max_batch_rows", self.max_batch_rows, 1)

@@ -73,6 +73,32 @@ def test_document_is_recorded_only_when_configured() -> None:
     assert (root.attributes or {})["graphql.document"] == IRIS
 
 
+def test_slow_or_failing_steps_are_spans_and_quick_ones_attributes() -> None:
+    telemetry, exporter = _in_memory()
+    _serve(_settings(GATEWAY_TRACE_MIN_STEP_US="0"), telemetry, IRIS)
+    spans = {s.name: s for s in exporter.spans}
+    predict = spans["gateway.predict"]
+    for step in ("gateway.decode", "gateway.encode"):
+        parent, ended = spans[step].parent, spans[step].end_time
+        assert parent is not None and parent.span_id == predict.context.span_id
+        assert ended is not None and predict.start_time <= spans[step].start_time <= ended
+    assert "gateway.decode.duration_us" not in predict.attributes
+
+    telemetry, exporter = _in_memory()
+    wrong = IRIS.replace("sepalLength: 5.1", 'sepalLength: "x"')
+    bad_row = (
+        '{ infer(model: "iris", inputs: [{name: "float_input", shape: [1, 4], b64: "@@"}]) { id } }'
+    )
+    # Quick: anything under a minute (a step is timed on a busy machine too).
+    _serve(_settings(GATEWAY_TRACE_MIN_STEP_US="60000000"), telemetry, IRIS, bad_row, wrong)
+    names = [s.name for s in exporter.spans]
+    assert names.count("gateway.predict") == 1 and "gateway.encode" not in names
+    (decode,) = [s for s in exporter.spans if s.name == "gateway.decode"]  # the failed one
+    assert decode.attributes["gateway.error.code"] == "BAD_USER_INPUT"
+    predict = next(s for s in exporter.spans if s.name == "gateway.predict")
+    assert {"gateway.decode.duration_us", "gateway.encode.duration_us"} <= set(predict.attributes)
+
+
 def test_spans_are_sampled_by_default_only_when_something_reads_them() -> None:
     (answer, _) = _serve(_settings(OTEL_TRACES_SAMPLER="parentbased_always_on"), None, IRIS)
     assert len(answer["extensions"]["traceId"]) == 32

@@ -121,6 +121,8 @@ def traced_server(
             "OTEL_BSP_SCHEDULE_DELAY": "100",
             "OTEL_METRIC_EXPORT_INTERVAL": "300",
             "GATEWAY_LOG_FORMAT": "json",
+            # Decoding or encoding a row is a span only past a minute: never, on any machine.
+            "GATEWAY_TRACE_MIN_STEP_US": "60000000",
         },
     )
     yield server
@@ -145,7 +147,7 @@ def test_spans_of_a_typed_prediction_continue_the_callers_trace(
     def mine() -> list[tuple[dict[str, Any], Span]]:
         return [(r, s) for r, s in receiver.spans() if s.trace_id.hex() == TRACE_ID]
 
-    receiver.wait_for(lambda: len(mine()) >= 6, "spans of the traced request")
+    receiver.wait_for(lambda: len(mine()) >= 4, "spans of the traced request")
     resource, _ = mine()[0]
     assert resource["service.name"] == "gateway-under-test"
     spans = {s.name: s for _, s in mine()}
@@ -159,17 +161,24 @@ def test_spans_of_a_typed_prediction_continue_the_callers_trace(
     }
     predict = spans["gateway.predict"]
     assert predict.parent_span_id == root.span_id
-    assert _attributes(predict.attributes) == {
+    attributes = _attributes(predict.attributes)
+    # Decoding and encoding take less than GATEWAY_TRACE_MIN_STEP_US: timed on the resolver's
+    # span rather than spans of their own.
+    steps = {
+        k: attributes.pop(k) for k in ("gateway.decode.duration_us", "gateway.encode.duration_us")
+    }
+    assert all(isinstance(v, int) and 0 <= v < 60_000_000 for v in steps.values()), steps
+    assert attributes == {
         "gateway.model.name": "iris",
         "gateway.model.version": 2,
         "gateway.rows": 1,
     }
-    for child in ("gateway.decode", "gateway.queue", "gateway.run", "gateway.encode"):
+    assert set(spans) == {"query PredictIris", "gateway.predict", "gateway.queue", "gateway.run"}
+    for child in ("gateway.queue", "gateway.run"):
         assert spans[child].parent_span_id == predict.span_id, child
     run = _attributes(spans["gateway.run"].attributes)
     assert run["gateway.batch.size"] == 1 and run["gateway.model.version"] == 2
     # Steps happen in order, inside their parent.
-    assert spans["gateway.decode"].end_time_unix_nano <= spans["gateway.run"].start_time_unix_nano
     assert spans["gateway.queue"].end_time_unix_nano <= spans["gateway.run"].start_time_unix_nano
     assert root.start_time_unix_nano <= predict.start_time_unix_nano
     assert predict.end_time_unix_nano <= root.end_time_unix_nano

@@ -91,7 +91,10 @@ def create_app(
         made = telemetry or create_telemetry(settings, trace_store=store)
         gateway.telemetry = made
         observer = Observer(
-            made.tracer_provider, made.meter_provider, record_document=settings.trace_document
+            made.tracer_provider,
+            made.meter_provider,
+            record_document=settings.trace_document,
+            min_step_us=settings.trace_min_step_us,
         )
         gateway.runtime.attach(observer)
         observe_in_flight(gateway, observer.meter)

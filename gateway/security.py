@@ -35,9 +35,10 @@ def error_code(error: GraphQLError, *, validation: bool = False) -> str:
         return "GRAPHQL_VALIDATION_FAILED"
     if isinstance(original, GatewayError):
         return original.code
-    if error.path is None and (original is None or isinstance(original, GraphQLError)):
-        # graphql-core reports variables that do not fit their declared type this way (with the
-        # coercion's own GraphQLError as the original, or none).
+    if isinstance(original, GraphQLError) or (error.path is None and original is None):
+        # graphql-core reports input that does not fit its type this way: variables before
+        # execution (no path, the coercion's GraphQLError as the original or none), argument
+        # values during it (e.g. a null variable where its default made the query valid).
         return "BAD_USER_INPUT"
     return "INTERNAL_SERVER_ERROR"
 

@@ -18,6 +18,7 @@ from hypothesis_graphql import queries
 
 from gateway.api import GatewayContext
 from gateway.api.fastpath import FastPath, PersistedQueries
+from gateway.api.plan import compile_operation
 from tests.conftest import InProcessGateway, LiveServer
 
 _ERROR_ID = re.compile(r"[0-9a-f]{16}")
@@ -96,6 +97,31 @@ def test_variables_and_their_errors(example_gateway: InProcessGateway) -> None:
     assert fast is None and slow["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
 
 
+def test_arguments_with_variables_are_filled_into_a_template(
+    example_gateway: InProcessGateway,
+) -> None:
+    query = (
+        "query T($a: Float = 1.5, $b: Float!) { predict { iris(input: {sepalLength: $a, "
+        "sepalWidth: $b, petalLength: $b, petalWidth: 0.2}) { label } } }"
+    )
+    schema = example_gateway.built.schema._schema
+    plan = compile_operation(schema, graphql.parse(query), None)
+    (predict,) = plan.fields
+    assert predict.children is not None
+    template = predict.children[0].arg_template
+    assert template is not None and template.nullable == {"a"}
+    row = {"sepalLength": 1.0, "sepalWidth": 2.0, "petalLength": 2.0, "petalWidth": 0.2}
+    given: dict[str, Any] = {"a": 1.0, "b": 2.0}
+    first, second = template.fill(given), template.fill(given)
+    assert first == {"input": row, "version": None}
+    assert second is not None and second["input"] is not first["input"]  # nothing shared
+    null: dict[str, Any] = {"a": None, "b": 2.0}
+    assert template.fill(null) is None  # graphql-core words that error
+    slow, fast = _both(example_gateway, query, null)
+    assert fast is not None and _normal(fast) == _normal(slow)
+    assert slow["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
 @pytest.mark.parametrize(
     "query",
     [
@@ -170,7 +196,19 @@ _NUMBER = st.floats(-10, 10, allow_nan=False) | st.integers(-3, 20)
 _IRIS_ROW = st.fixed_dictionaries(
     {k: _NUMBER for k in ("sepalLength", "sepalWidth", "petalLength", "petalWidth")}
 )
-_VARIABLE_CASES = [
+_VARIABLE_CASES: list[tuple[str, st.SearchStrategy[dict[str, Any]]]] = [
+    (
+        # Variables inside literals (argument templates): nullable ones in non-null positions,
+        # one variable used twice, variables beside constants in a list.
+        "query T($a: Float = 1, $b: Float!, $row: IrisInput!) { predict { one: iris(input: "
+        "{sepalLength: $a, sepalWidth: $b, petalLength: $b, petalWidth: 0.2}) { label } "
+        "many: irisBatch(inputs: [$row, {sepalLength: $b, sepalWidth: 1, petalLength: 2, "
+        "petalWidth: 3}]) { label } } }",
+        st.fixed_dictionaries(
+            {"b": _NUMBER, "row": _IRIS_ROW},
+            optional={"a": _NUMBER | st.none() | st.just("x")},
+        ),
+    ),
     (
         "query B($rows: [IrisInput!]!, $v: Int) { predict { irisBatch(inputs: $rows, "
         "version: $v) { label probabilities { probability } } } }",

@@ -29,7 +29,6 @@ from graphql import (
     is_leaf_type,
     located_error,
 )
-from graphql.execution.get_variable_signature import get_variable_signature
 from graphql.execution.values import (
     VariableValues,
     VariableValueSource,
@@ -62,25 +61,20 @@ def coerce_variables(
     graphql-core, which gives the same result and words the errors.
     """
     inputs = variables or {}
-    definitions = plan.operation.variable_definitions or ()
-    fast = _fast_variables(plan, definitions, inputs)
+    fast = _fast_variables(plan, inputs)
     if fast is not None:
         return fast
-    return get_variable_values(plan.schema, definitions, inputs)
+    return get_variable_values(plan.schema, plan.operation.variable_definitions or (), inputs)
 
 
 _FAIL: Any = object()
+_FLOATS = frozenset({float})
 
 
-def _fast_variables(
-    plan: OperationPlan, definitions: Sequence[Any], inputs: dict[str, Any]
-) -> VariableValues | None:
+def _fast_variables(plan: OperationPlan, inputs: dict[str, Any]) -> VariableValues | None:
     sources: dict[str, VariableValueSource] = {}
     coerced: dict[str, Any] = {}
-    for definition in definitions:
-        signature = get_variable_signature(plan.schema, definition)
-        if isinstance(signature, GraphQLError):
-            return None
+    for signature in plan.variables:
         value = inputs.get(signature.name, Undefined)
         if value is Undefined:
             return None
@@ -105,8 +99,9 @@ def _coerce(value: Any, type_: Any) -> Any:
             return _FAIL
         inner = type_.of_type
         floats = inner is _FLOAT or (isinstance(inner, GraphQLNonNull) and inner.of_type is _FLOAT)
-        # The common big one (a feature vector, an image): one pass, no recursion.
-        if floats and all(type(v) is float and isfinite(v) for v in value):
+        # The common big one (a feature vector, an image): C loops, no recursion. A finite sum
+        # means no NaN or infinity; an overflowing sum of finite floats takes the slow path.
+        if floats and set(map(type, value)) <= _FLOATS and isfinite(sum(value)):
             return list(value)
         items = [_coerce(v, inner) for v in value]
         return _FAIL if any(i is _FAIL for i in items) else items
@@ -279,6 +274,8 @@ class _Run:
         if f.by_key:
             return source.get(f.name)
         args = f.static_args
+        if args is None and f.arg_template is not None:
+            args = f.arg_template.fill(self.variables.coerced)
         if args is None:
             args = get_argument_values(f.field_def, f.node, self.variables)
         info = GraphQLResolveInfo(

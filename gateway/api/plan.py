@@ -1,8 +1,9 @@
 """Compiled operations: a known query runs without graphql-core's generic executor.
 
 ``compile_operation`` turns a validated query into a tree of ``FieldPlan`` once: which fields,
-under which response keys, with which resolvers, return types and (when they hold no variables)
-already coerced arguments; ``gateway.api.execute`` runs it with graphql-core's semantics.
+under which response keys, with which resolvers, return types and already coerced arguments
+(when they hold variables, a template the variables' values fill: ``gateway.api.arguments``);
+``gateway.api.execute`` runs it with graphql-core's semantics.
 
 What the plan does not cover raises ``Unsupported`` at compile time and the operation goes to
 the normal executor: directives, abstract types, introspection, repeated response keys,
@@ -36,10 +37,16 @@ from graphql import (
     get_named_type,
     is_leaf_type,
 )
+from graphql.execution.get_variable_signature import (
+    GraphQLVariableSignature,
+    get_variable_signature,
+)
 from graphql.execution.values import (
     get_argument_values,
 )
 from graphql.language import Visitor, visit
+
+from gateway.api.arguments import ArgumentTemplate, build_argument_template
 
 __all__ = ["FieldPlan", "OperationPlan", "PlanResult", "Unsupported", "compile_operation"]
 
@@ -60,6 +67,8 @@ class FieldPlan:
     return_type: GraphQLOutputType
     static_args: dict[str, Any] | None  # coerced once when no argument uses a variable
     children: tuple[FieldPlan, ...] | None  # for object types
+    #: With variables: the arguments coerced once, the variables' values filled in per request.
+    arg_template: ArgumentTemplate | None = None
     #: Replaces the field's own resolver (the gateway's direct resolvers for typed fields).
     resolver: Callable[..., Any] | None = None
     #: The parent value is a dict keyed by GraphQL field name: read the key, no resolver.
@@ -80,6 +89,8 @@ class OperationPlan:
     fragments: dict[str, FragmentDefinitionNode]
     root_type: GraphQLObjectType
     fields: tuple[FieldPlan, ...]
+    #: The operation's variables, name and type resolved once.
+    variables: tuple[GraphQLVariableSignature, ...] = ()
 
     @property
     def name(self) -> str | None:
@@ -99,6 +110,7 @@ class PlanResult:
 class _Options:
     resolvers: Mapping[tuple[str, str], Callable[..., Any]]
     dict_types: frozenset[str]
+    operation: OperationDefinitionNode
 
 
 def compile_operation(
@@ -140,9 +152,13 @@ def compile_operation(
     }
     root = schema.query_type
     assert root is not None
-    options = _Options(resolvers or {}, dict_types)
+    options = _Options(resolvers or {}, dict_types, operation)
     fields = _compile_selection(schema, root, operation.selection_set, fragments, options)
-    return OperationPlan(schema, document, operation, fragments, root, fields)
+    signatures = [get_variable_signature(schema, d) for d in operation.variable_definitions or ()]
+    if any(isinstance(s, GraphQLError) for s in signatures):
+        raise Unsupported("a variable of an unknown or output type")
+    variables = tuple(s for s in signatures if isinstance(s, GraphQLVariableSignature))
+    return OperationPlan(schema, document, operation, fragments, root, fields, variables)
 
 
 class _DirectiveFinder(Visitor):
@@ -219,9 +235,11 @@ def _compile_field(
         if not isinstance(named, GraphQLObjectType) or node.selection_set is None:
             raise Unsupported("an abstract type")
         children = _compile_selection(schema, named, node.selection_set, fragments, options)
-    static = None
+    static, template = None, None
     if not any(_has_variable(a.value) for a in node.arguments or ()):
         static = get_argument_values(field_def, node, None)
+    else:
+        template = build_argument_template(field_def, node, options.operation)
     return FieldPlan(
         key,
         name,
@@ -231,6 +249,7 @@ def _compile_field(
         field_def.type,
         static,
         children,
+        arg_template=template,
         resolver=options.resolvers.get((parent.name, name)),
         by_key=parent.name in options.dict_types,
         leaf=_scalar_of(field_def.type),

@@ -32,6 +32,8 @@ GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "human")
 OTEL_PREFIX = "OTEL_"
+#: Hosts that only this machine can reach.
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
 def _bundled_models() -> Path:
@@ -153,6 +155,20 @@ class Settings:
         default=True,
         metadata=_doc("Run each model once on a synthetic input before it is READY."),
     )
+    poll_seconds: float = field(
+        default=2.0,
+        metadata=_doc(
+            "Seconds between scans of the model repository for new, changed or removed "
+            "versions (0: load once at start)."
+        ),
+    )
+    admin_api: bool = field(
+        default=False,
+        metadata=_doc(
+            "Enable the admin mutations (loadModel, setDefaultVersion...); only on a loopback "
+            "host until authentication exists."
+        ),
+    )
     trace_viewer: bool = field(
         default=False, metadata=_doc("Serve the built-in trace viewer at /debug/traces.")
     )
@@ -184,6 +200,13 @@ class Settings:
         _check_choice("log_format", self.log_format, LOG_FORMATS)
         _check_min("trace_viewer_size", self.trace_viewer_size, 1)
         _check_min("trace_min_step_us", self.trace_min_step_us, 0)
+        if not self.poll_seconds >= 0:
+            raise ConfigError(f"poll_seconds: invalid value {self.poll_seconds!r}: expected >= 0")
+        if self.admin_api and self.host not in LOOPBACK_HOSTS:
+            raise ConfigError(
+                f"admin_api: the admin mutations need a loopback host ({', '.join(LOOPBACK_HOSTS)})"
+                f" until authentication is configured; host is {self.host!r}"
+            )
         _check_min("inference_threads", self.inference_threads, 1)
         _check_min("max_tensor_elements", self.max_tensor_elements, 1)
         _check_min("max_batch_rows", self.max_batch_rows, 1)
@@ -310,6 +333,10 @@ def _coerce(name: str, f: dataclasses.Field[Any], raw: Any, *, where: str) -> An
             if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
                 raise ValueError("expected an integer")
             return int(raw)
+        if kind == "float":
+            if isinstance(raw, bool):
+                raise ValueError("expected a number")
+            return float(raw)
         if kind == "bool":
             return _to_bool(raw)
         if kind == "str":

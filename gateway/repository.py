@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,13 @@ from gateway.config import SessionOptions
 from gateway.errors import ConfigError
 
 __all__ = [
+    "CONFIG_FILE",
     "MODEL_FILE",
     "MODEL_NAME_PATTERN",
     "ModelConfig",
     "ModelSpec",
     "RepositoryScan",
+    "VersionPolicy",
     "parse_model_config",
     "scan_repository",
 ]
@@ -53,6 +55,31 @@ class ModelConfig:
     #: Dynamic batching for this model: ``enabled``, ``max_batch_size``, ``max_delay_us``,
     #: ``max_queue`` (over the global settings).
     batching: Mapping[str, Any] = field(default_factory=dict)
+    #: Which versions are served, and which one by default (``[versions]``).
+    versions: VersionPolicy = field(default_factory=lambda: VersionPolicy())
+    #: Expected sha256 digests of ``model.onnx`` by version (``[sha256]``), checked before load.
+    sha256: Mapping[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionPolicy:
+    """``[versions]``: ``policy`` = "all" (default), "latest" (the ``latest`` = N highest) or
+    "specific" (the versions listed in ``specific``); ``default`` pins the version that serves
+    requests naming none (else the highest READY one)."""
+
+    policy: str = "all"
+    latest: int = 1
+    specific: tuple[int, ...] = ()
+    default: int | None = None
+
+    def select(self, available: Iterable[int]) -> set[int]:
+        """The versions to serve among those on disk."""
+        found = sorted(available)
+        if self.policy == "latest":
+            return set(found[-self.latest :])
+        if self.policy == "specific":
+            return set(found) & set(self.specific)
+        return set(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +170,17 @@ def parse_model_config(raw: Mapping[str, Any]) -> ModelConfig:
     Raises:
         ConfigError: an unknown key or a value of the wrong type.
     """
-    known = {"description", "features", "labels", "inputs", "session", "example", "batching"}
+    known = {
+        "description",
+        "features",
+        "labels",
+        "inputs",
+        "session",
+        "example",
+        "batching",
+        "versions",
+        "sha256",
+    }
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
@@ -171,7 +208,61 @@ def parse_model_config(raw: Mapping[str, Any]) -> ModelConfig:
         isinstance(v, (*_SCALAR, list)) for v in example.values()
     ):
         raise ConfigError("example: expected a table of feature = value")
-    return ModelConfig(description, features, labels, dict(session), dict(example), _batching(raw))
+    return ModelConfig(
+        description,
+        features,
+        labels,
+        dict(session),
+        dict(example),
+        _batching(raw),
+        _version_policy(raw.get("versions", {})),
+        _digests(raw.get("sha256", {})),
+    )
+
+
+_POLICIES = ("all", "latest", "specific")
+
+
+def _version_policy(table: Any) -> VersionPolicy:
+    if not isinstance(table, Mapping):
+        raise ConfigError("versions: expected a table")
+    unknown = sorted(set(table) - {"policy", "latest", "specific", "default"})
+    if unknown:
+        raise ConfigError(
+            f"versions: unknown key {unknown[0]!r}; known keys: policy, latest, specific, default"
+        )
+    policy = table.get("policy", "all")
+    if policy not in _POLICIES:
+        raise ConfigError(f"versions.policy: expected one of {', '.join(_POLICIES)}")
+    latest = table.get("latest", 1)
+    if not _positive(latest):
+        raise ConfigError("versions.latest: expected an integer >= 1")
+    specific = table.get("specific", [])
+    if not isinstance(specific, list) or not all(_positive(v) for v in specific):
+        raise ConfigError("versions.specific: expected a list of version numbers")
+    if policy == "specific" and not specific:
+        raise ConfigError("versions.specific: policy 'specific' needs the versions to serve")
+    default = table.get("default")
+    if default is not None and not _positive(default):
+        raise ConfigError("versions.default: expected a version number")
+    return VersionPolicy(policy, latest, tuple(specific), default)
+
+
+def _digests(table: Any) -> dict[int, str]:
+    if not isinstance(table, Mapping):
+        raise ConfigError('sha256: expected a table of "<version>" = "<hex digest>"')
+    digests: dict[int, str] = {}
+    for key, value in table.items():
+        if not _VERSION_PATTERN.fullmatch(str(key)):
+            raise ConfigError(f"sha256.{key}: keys are version numbers")
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ConfigError(f"sha256.{key}: expected 64 hexadecimal digits")
+        digests[int(key)] = value.lower()
+    return digests
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 _BATCHING_LIMITS = {"max_batch_size": 1, "max_delay_us": 0, "max_queue": 1}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import hashlib
 import logging
 import threading
 import time
@@ -39,7 +40,7 @@ from gateway.signature import IOKind, IOSpec, read_signature
 from gateway.tensors import DataType, numpy_dtype
 from gateway.versions import ModelEntry, ModelState, ModelVersion
 
-__all__ = ["ModelRuntime", "synthetic_inputs"]
+__all__ = ["ModelRuntime", "file_stamp", "synthetic_inputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,11 @@ class ModelRuntime:
         self.entries: dict[str, ModelEntry] = {
             spec.name: ModelEntry(
                 spec,
-                {v: ModelVersion(spec.name, v, path) for v, path in spec.versions.items()},
+                {
+                    v: ModelVersion(spec.name, v, path)
+                    for v, path in spec.versions.items()
+                    if v in spec.config.versions.select(spec.versions)
+                },
             )
             for spec in scan.models
         }
@@ -147,8 +152,11 @@ class ModelRuntime:
                     mv.state = ModelState.UNAVAILABLE
                     mv.reason = "the server is shutting down"
 
-    def resolve(self, name: str, version: int | None = None) -> ModelVersion:
-        """The version that serves a request for ``name`` (and ``version``, if given).
+    def resolve(
+        self, name: str, version: int | None = None, *, caller: str | None = None
+    ) -> ModelVersion:
+        """The version that serves a request for ``name`` (and ``version``, if given; else
+        the model's canary split, sticky per ``caller``, or its default).
 
         Raises:
             ModelNotFoundError: no such model, or no such version of it.
@@ -159,7 +167,7 @@ class ModelRuntime:
             known = ", ".join(sorted(self.entries)) or "none"
             raise ModelNotFoundError(f"no model named {name!r}; models served: {known}")
         if version is None:
-            version = entry.default_version
+            version = entry.pick(caller)
             if version is None:
                 states = ", ".join(
                     f"{v}: {mv.state.value}" for v, mv in sorted(entry.versions.items())
@@ -188,8 +196,22 @@ class ModelRuntime:
         Raises:
             OverloadedError: the version's batch queue is full.
         """
+        mv.in_flight += 1  # a version is released only once its runs have finished
+        try:
+            return await self._run(mv, feeds, outputs)
+        finally:
+            mv.in_flight -= 1
+
+    async def _run(
+        self,
+        mv: ModelVersion,
+        feeds: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None,
+    ) -> dict[str, np.ndarray]:
         if mv.batcher is not None:
             return await mv.batcher.submit(feeds, outputs)
+        if mv.session is None:
+            raise ModelNotReadyError(f"model {mv.model!r} version {mv.version} was unloaded; retry")
         loop = asyncio.get_running_loop()
         submitted = time.time_ns()
         with self._waiting_lock:
@@ -231,6 +253,11 @@ class ModelRuntime:
         instruments.batch_size.record(rows, labels)
         return result
 
+    def load_version(self, spec: ModelSpec, mv: ModelVersion) -> None:
+        """Load and warm up ``mv`` (blocking: call it on a worker thread); it ends READY or
+        FAILED with the reason."""
+        self._load_version(spec, mv, sessions=True)
+
     def _load_version(self, spec: ModelSpec, mv: ModelVersion, *, sessions: bool) -> None:
         labels: dict[str, AttributeValue] = {
             MODEL_ATTRIBUTE: mv.model,
@@ -251,6 +278,10 @@ class ModelRuntime:
         try:
             if spec.problem is not None:
                 raise ModelLoadError(spec.problem)
+            mv.stamp = file_stamp(mv.path)
+            expected = spec.config.sha256.get(mv.version)
+            if expected is not None and sessions:
+                _check_digest(mv.path, expected)
             mv.signature = read_signature(mv.path)
             if sessions:
                 options = self._settings.session.merged(spec.config.session, where="session")
@@ -314,6 +345,24 @@ class ModelRuntime:
         text = exc.message if isinstance(exc, GatewayError) else str(exc)
         return text.replace(str(self._root.resolve()), "<models>").replace(
             str(self._root), "<models>"
+        )
+
+
+def file_stamp(path: Path) -> tuple[int, int, int]:
+    """(size, mtime_ns, inode) of ``path``: it changes when the file is rewritten or replaced."""
+    info = path.stat()
+    return info.st_size, info.st_mtime_ns, info.st_ino
+
+
+def _check_digest(path: Path, expected: str) -> None:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected:
+        raise ModelLoadError(
+            f"checksum mismatch: model.toml's sha256 is {expected[:12]}..., the file's is "
+            f"{digest.hexdigest()[:12]}...; not loaded"
         )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import random
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,12 @@ class ModelVersion:
     session: Any = field(default=None, repr=False)
     #: Its dynamic batcher, when the version can batch (a free first dimension everywhere).
     batcher: Batcher | None = field(default=None, repr=False)
+    #: Runs of this version not finished yet (a version is released only at zero).
+    in_flight: int = 0
+    #: (size, mtime_ns, inode) of the file it was loaded from: a change means a new load.
+    stamp: tuple[int, int, int] | None = None
+    #: Why the last attempt to load a changed file failed while this load kept serving.
+    load_error: str | None = None
 
 
 @dataclass(slots=True)
@@ -47,17 +55,48 @@ class ModelEntry:
 
     spec: ModelSpec
     versions: dict[int, ModelVersion]
+    #: The default set by an operator (``setDefaultVersion``: a rollback), over model.toml's.
+    pinned: int | None = None
+    #: A canary: (version, weight) pairs sharing the requests that name no version.
+    split: tuple[tuple[int, float], ...] = ()
 
     @property
     def name(self) -> str:
         """The model's name."""
         return self.spec.name
 
+    def ready(self, version: int | None) -> bool:
+        """Whether ``version`` exists and is READY."""
+        mv = self.versions.get(version) if version is not None else None
+        return mv is not None and mv.state is ModelState.READY
+
     @property
     def default_version(self) -> int | None:
-        """The highest READY version, which serves requests that name none."""
+        """The version serving requests that name none (and no canary split applies): the
+        pinned one, else model.toml's ``versions.default``, else the highest READY one; a
+        pinned or configured default that is not READY is passed over."""
+        for chosen in (self.pinned, self.spec.config.versions.default):
+            if self.ready(chosen):
+                return chosen
         ready = [v for v, mv in self.versions.items() if mv.state is ModelState.READY]
         return max(ready) if ready else None
+
+    def pick(self, caller: str | None = None) -> int | None:
+        """The version for a request that names none: by the canary split when one is set
+        (sticky per ``caller`` when given), else the default."""
+        shares = [(v, w) for v, w in self.split if w > 0 and self.ready(v)]
+        if not shares:
+            return self.default_version
+        total = sum(w for _, w in shares)
+        if caller is None:
+            point = random.random() * total
+        else:  # the same caller lands on the same version while the split stays
+            point = zlib.crc32(f"{self.name}/{caller}".encode()) / 2**32 * total
+        for version, weight in shares:
+            point -= weight
+            if point < 0:
+                return version
+        return shares[-1][0]
 
     @property
     def schema_version(self) -> ModelVersion | None:

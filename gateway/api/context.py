@@ -12,7 +12,9 @@ from gateway.config import Settings
 from gateway.runtime import ModelRuntime
 from gateway.typed import TypedModel
 
-__all__ = ["GatewayContext", "Info"]
+__all__ = ["CALLER_HEADER", "GatewayContext", "Info"]
+
+CALLER_HEADER = "x-caller-key"
 
 
 @dataclass(slots=True)
@@ -29,6 +31,13 @@ class GatewayContext:
     response: Any = None
     #: The models this operation used, for its span and access-log line.
     models: set[str] = field(default_factory=set)
+
+    @property
+    def caller(self) -> str | None:
+        """The caller's key (the ``X-Caller-Key`` header): a canary split sends the same
+        caller to the same version."""
+        headers = getattr(self.request, "headers", None)
+        return headers.get(CALLER_HEADER) if headers is not None else None
 
 
 Info = strawberry.Info[GatewayContext, None]

@@ -205,7 +205,7 @@ async def infer(
     ctx = info.context
     ctx.models.add(model)
     with ctx.runtime.observer.span("gateway.infer", {MODEL_ATTRIBUTE: model}) as span:
-        mv = ctx.runtime.resolve(model, version)
+        mv = ctx.runtime.resolve(model, version, caller=ctx.caller if version is None else None)
         span.set_attribute(VERSION_ATTRIBUTE, mv.version)
         with ctx.runtime.observer.span("gateway.decode", current=False):
             feeds = _decode_inputs(mv, inputs, outputs, ctx.settings.max_tensor_elements)

@@ -87,7 +87,7 @@ async def _predict(
     span: trace.Span,
 ) -> tuple[int, list[dict[str, Any]]]:
     observer = ctx.runtime.observer
-    mv = ctx.runtime.resolve(tm.model, version)
+    mv = ctx.runtime.resolve(tm.model, version, caller=ctx.caller if version is None else None)
     span.set_attribute(VERSION_ATTRIBUTE, mv.version)
     # Identity first: the default version's signature is the very object the field was built from.
     if mv.signature is not tm.signature and mv.signature != tm.signature:

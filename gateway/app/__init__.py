@@ -22,6 +22,7 @@ from gateway.app.traces import trace_viewer_routes
 from gateway.app.view import GraphQLView
 from gateway.config import Settings
 from gateway.graphiql import STATIC_DIR
+from gateway.lifecycle import Lifecycle
 from gateway.observability import Observer
 from gateway.repository import scan_repository
 from gateway.runtime import ModelRuntime
@@ -51,6 +52,21 @@ class _GatewayApp(Starlette):
             await self.graphql_post(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+
+async def _watch(gateway: Gateway) -> None:
+    """Keep the served versions in line with the repository (see ``gateway.lifecycle``)."""
+    settings = gateway.settings
+    lifecycle = gateway.lifecycle = Lifecycle(gateway.runtime, settings.models)
+    if settings.poll_seconds <= 0:
+        return
+    while True:
+        await asyncio.sleep(settings.poll_seconds)
+        try:
+            if await lifecycle.reconcile():
+                gateway.refresh()
+        except Exception:  # a bug: keep serving what is loaded, and try again next time
+            logger.exception("scanning the model repository failed")
 
 
 def create_app_from_environment() -> Starlette:
@@ -109,15 +125,19 @@ def create_app(
                     logger.exception("the initial load failed")
                     raise
                 logger.info("initial load finished: %d models", len(gateway.runtime.entries))
+                await _watch(gateway)
 
             loading = asyncio.create_task(load())
         else:
             gateway.rebuild()
+            loading = asyncio.create_task(_watch(gateway))
         try:
             yield
         finally:
             if loading is not None and not loading.done():
                 loading.cancel()
+            if gateway.lifecycle is not None:
+                gateway.lifecycle.close()
             gateway.runtime.close()
             made.shutdown()
 

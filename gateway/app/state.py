@@ -12,6 +12,7 @@ from gateway.api.caches import DocumentCache
 from gateway.api.fastpath import FastPath, PersistedQueries
 from gateway.api.observe import OperationObserver
 from gateway.config import Settings
+from gateway.lifecycle import Lifecycle
 from gateway.runtime import ModelRuntime
 from gateway.security import ErrorCodes
 from gateway.telemetry import Telemetry
@@ -43,6 +44,8 @@ class Gateway:
         #: HTTP requests in flight by (method, route), for the active-requests gauge.
         self.http_in_flight: dict[tuple[str, str | int], int] = {}
         self.persisted = PersistedQueries(settings.query_cache_size)
+        self.lifecycle: Lifecycle | None = None
+        self._built_from = self._schema_key()
         self.current: GatewaySchema = self._build()
         self.fast = FastPath(self.current, self.persisted, settings.query_cache_size)
 
@@ -51,8 +54,27 @@ class Gateway:
             list(self.runtime.entries.values()), extensions=schema_extensions(self.settings)
         )
 
+    def _schema_key(self) -> list[tuple[object, ...]]:
+        """What the typed schema is made from: each model's config and the signature of the
+        version it follows."""
+        key: list[tuple[object, ...]] = []
+        for name, entry in sorted(self.runtime.entries.items()):
+            mv = entry.schema_version
+            key.append((name, entry.spec.config, mv.signature if mv is not None else None))
+        return key
+
+    def refresh(self) -> bool:
+        """Rebuild the schema if what it is made from changed (a model came or went, or the
+        version a typed field follows has another signature or config); True if rebuilt."""
+        if self._schema_key() == self._built_from:
+            return False
+        self.rebuild()
+        return True
+
     def rebuild(self) -> None:
-        """Swap in a schema made from the versions' signatures as they are now."""
+        """Swap in a schema made from the versions' signatures as they are now. Operations in
+        flight finish on the schema they started with."""
+        self._built_from = self._schema_key()
         self.current = self._build()
         self.fast = FastPath(self.current, self.persisted, self.settings.query_cache_size)
         for name, typed in sorted(self.current.typed.items()):

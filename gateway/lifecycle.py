@@ -86,6 +86,11 @@ class Lifecycle:
         self._releasing: set[asyncio.Task[None]] = set()
         #: Bumped on every change of what is served (the schema follows it).
         self.generation = 0
+        #: Called (soon, once per burst of events) after anything changed: the app rebuilds
+        #: the schema there if the change shows in it.
+        self.on_change: Callable[[], None] | None = None
+        self._change_pending = False
+        self._listeners: set[asyncio.Queue[ModelEvent]] = set()
 
     def close(self) -> None:
         for task in self._releasing:
@@ -147,6 +152,27 @@ class Lifecycle:
         )
         if self._on_event is not None:
             self._on_event(event)
+        for queue in self._listeners:
+            if queue.full():  # a listener that does not keep up loses the oldest
+                queue.get_nowait()
+            queue.put_nowait(event)
+        if self.on_change is not None and not self._change_pending:
+            self._change_pending = True
+            asyncio.get_running_loop().call_soon(self._changed)
+
+    def _changed(self) -> None:
+        self._change_pending = False
+        if self.on_change is not None:
+            self.on_change()
+
+    def listen(self) -> asyncio.Queue[ModelEvent]:
+        """A queue that receives every event from now on (``unlisten`` it when done)."""
+        queue: asyncio.Queue[ModelEvent] = asyncio.Queue(maxsize=_EVENTS_KEPT)
+        self._listeners.add(queue)
+        return queue
+
+    def unlisten(self, queue: asyncio.Queue[ModelEvent]) -> None:
+        self._listeners.discard(queue)
 
     async def _reconcile_model(self, spec: ModelSpec, *, settle: bool) -> None:
         name = spec.name
@@ -178,6 +204,8 @@ class Lifecycle:
         except OSError:  # gone since the scan
             return
         current = entry.versions.get(version)
+        if current is not None and current.state is ModelState.UNAVAILABLE:
+            current = None  # on its way out (an operator's unload): load it anew
         if current is not None and current.stamp == stamp and not reconfigured:
             return
         if self._failed.get(key) == stamp and not reconfigured:
@@ -202,7 +230,7 @@ class Lifecycle:
             self._failed.pop((spec.name, version), None)
             entry.versions[version] = fresh  # the swap: new requests get the new load
             self.emit(ModelEvent(spec.name, version, ModelState.READY.value))
-            if current is not None:
+            if current is not None and current.state is not ModelState.UNAVAILABLE:
                 self._release_later(current, "replaced by a new load of this version")
             return
         self._failed[(spec.name, version)] = stamp

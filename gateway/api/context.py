@@ -9,6 +9,7 @@ from typing import Any
 import strawberry
 
 from gateway.config import Settings
+from gateway.lifecycle import Lifecycle
 from gateway.runtime import ModelRuntime
 from gateway.typed import TypedModel
 
@@ -31,6 +32,8 @@ class GatewayContext:
     response: Any = None
     #: The models this operation used, for its span and access-log line.
     models: set[str] = field(default_factory=set)
+    #: What loads and unloads versions (None until the initial load is done, and in-process).
+    lifecycle: Lifecycle | None = None
 
     @property
     def caller(self) -> str | None:

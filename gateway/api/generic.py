@@ -23,6 +23,7 @@ __all__ = [
     "Tensor",
     "TensorInput",
     "TensorSpec",
+    "VersionWeight",
     "infer",
     "model",
     "model_info",
@@ -100,6 +101,15 @@ class ModelVersionInfo:
     load_time_ms: float | None = strawberry.field(
         description="Milliseconds to load and warm up the version."
     )
+    load_error: str | None = strawberry.field(
+        description="Why the last load of changed files failed while this load kept serving."
+    )
+
+
+@strawberry.type(description="A version's share of the requests that name no version.")
+class VersionWeight:
+    version: int
+    weight: float
 
 
 @strawberry.type(description="A model of the repository.")
@@ -108,7 +118,14 @@ class Model:
     description: str | None
     versions: list[ModelVersionInfo]
     default_version: int | None = strawberry.field(
-        description="The version that serves requests naming none: the highest READY one."
+        description="The version that serves requests naming none (and no traffic split): "
+        "the pinned one, else model.toml's default, else the highest READY one."
+    )
+    pinned_version: int | None = strawberry.field(
+        description="The default set with setDefaultVersion (a rollback), if any."
+    )
+    traffic_split: list[VersionWeight] = strawberry.field(
+        description="A canary: shares of the requests that name no version (empty: none)."
     )
     typed_field: str | None = strawberry.field(
         description="The model's field under Query.predict, or null when it has none."
@@ -146,6 +163,7 @@ def _version_info(mv: ModelVersion) -> ModelVersionInfo:
         outputs=[_spec(o) for o in sig.outputs] if sig else [],
         state_reason=mv.reason,
         load_time_ms=None if mv.load_seconds is None else mv.load_seconds * 1000.0,
+        load_error=mv.load_error,
     )
 
 
@@ -156,6 +174,8 @@ def model_info(entry: ModelEntry, typed: str | None, typed_error: str | None) ->
         description=entry.spec.config.description,
         versions=[_version_info(mv) for _, mv in sorted(entry.versions.items())],
         default_version=entry.default_version,
+        pinned_version=entry.pinned,
+        traffic_split=[VersionWeight(version=v, weight=w) for v, w in entry.split],
         typed_field=typed,
         typed_field_error=typed_error,
     )

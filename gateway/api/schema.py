@@ -13,6 +13,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 
 from gateway.api import generic
+from gateway.api.admin import MUTATIONS, model_events
 from gateway.api.predict import DirectResolvers, build_predict_type, direct_resolvers
 from gateway.errors import ConfigError
 from gateway.typed import TypedModel, build_typed_model
@@ -38,6 +39,10 @@ RESERVED_TYPE_NAMES = frozenset(
         "TensorInput",
         "TensorSpec",
         "InferResult",
+        "ModelEvent",
+        "VersionWeight",
+        "VersionWeightInput",
+        "DateTime",
         "String",
         "Int",
         "Float",
@@ -113,6 +118,11 @@ def _mark_clashes(result: dict[str, TypedModel | str]) -> None:
                 result[name] = f"its GraphQL type name {taken!r} is reserved by the gateway"
 
 
+def _doc(resolver: Callable[..., Any]) -> str:
+    """A resolver's docstring as one line: the field's description."""
+    return " ".join((resolver.__doc__ or "").split())
+
+
 def build_schema(
     entries: Sequence[ModelEntry],
     *,
@@ -138,6 +148,30 @@ def build_schema(
             resolver=predict, description="Typed predictions: a field per model."
         )
     query = strawberry.type(type("Query", (), fields))
-    schema = _Schema(query=query, extensions=list(extensions))
+    mutation = strawberry.type(
+        type(
+            "Mutation",
+            (),
+            {
+                name: strawberry.mutation(resolver=r, description=_doc(r))
+                for name, r in MUTATIONS.items()
+            },
+        ),
+        description="Operating the models (FORBIDDEN unless the admin API is enabled).",
+    )
+    subscription = strawberry.type(
+        type(
+            "Subscription",
+            (),
+            {
+                "model_events": strawberry.subscription(
+                    resolver=model_events, description=_doc(model_events)
+                )
+            },
+        )
+    )
+    schema = _Schema(
+        query=query, mutation=mutation, subscription=subscription, extensions=list(extensions)
+    )
     direct, dict_types = direct_resolvers(typed_models)
     return GatewaySchema(schema, typed, direct, dict_types)

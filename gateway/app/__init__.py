@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -58,13 +58,13 @@ async def _watch(gateway: Gateway) -> None:
     """Keep the served versions in line with the repository (see ``gateway.lifecycle``)."""
     settings = gateway.settings
     lifecycle = gateway.lifecycle = Lifecycle(gateway.runtime, settings.models)
+    lifecycle.on_change = gateway.refresh
     if settings.poll_seconds <= 0:
         return
     while True:
         await asyncio.sleep(settings.poll_seconds)
         try:
-            if await lifecycle.reconcile():
-                gateway.refresh()
+            await lifecycle.reconcile()
         except Exception:  # a bug: keep serving what is loaded, and try again next time
             logger.exception("scanning the model repository failed")
 
@@ -163,6 +163,7 @@ def create_app(
     view = GraphQLView(gateway)
     routes: list[BaseRoute] = [
         Route("/graphql", view, methods=["GET", "POST"], name="graphql"),
+        WebSocketRoute("/graphql", view),  # subscriptions (graphql-transport-ws)
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint(gateway), methods=["GET"]),

@@ -63,7 +63,11 @@ class Gateway:
             key.append((name, entry.spec.config, mv.signature if mv is not None else None))
         return key
 
-    def refresh(self) -> bool:
+    def refresh(self) -> None:
+        """``rebuild`` if what the schema is made from changed (see ``refreshed``)."""
+        self.refreshed()
+
+    def refreshed(self) -> bool:
         """Rebuild the schema if what it is made from changed (a model came or went, or the
         version a typed field follows has another signature or config); True if rebuilt."""
         if self._schema_key() == self._built_from:

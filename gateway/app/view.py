@@ -74,6 +74,7 @@ class GraphQLView(GraphQL[GatewayContext, None]):
             current.typed,
             request=request,
             response=response,
+            lifecycle=self._gateway.lifecycle,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -111,7 +112,11 @@ class GraphQLView(GraphQL[GatewayContext, None]):
             return _json(refused)
         current = self._gateway.current
         ctx = GatewayContext(
-            self._gateway.runtime, self._gateway.settings, current.typed, request=request
+            self._gateway.runtime,
+            self._gateway.settings,
+            current.typed,
+            request=request,
+            lifecycle=self._gateway.lifecycle,
         )
         answer = await fast.handle(payload, ctx)
         if answer is not None:
@@ -121,8 +126,10 @@ class GraphQLView(GraphQL[GatewayContext, None]):
             body = orjson.dumps(payload)  # Strawberry gets the query the hash stood for
         return body
 
-    def encode_json(self, data: object) -> bytes:
-        return orjson.dumps(data)
+    def encode_json(self, data: object) -> str:
+        # Text, not bytes: graphql-transport-ws messages must be text frames (the compiled
+        # path, the hot one, encodes its answers itself).
+        return orjson.dumps(data).decode()
 
     def decode_json(self, data: str | bytes) -> object:
         # orjson.JSONDecodeError is a json.JSONDecodeError: Strawberry still answers 400.

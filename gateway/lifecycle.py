@@ -45,7 +45,8 @@ _EVENTS_KEPT = 256
 @dataclass(frozen=True, slots=True)
 class ModelEvent:
     """Something that happened to a model version: LOADING, READY, FAILED, UNLOADED, or a
-    change of the default version or traffic split (DEFAULT_CHANGED, TRAFFIC_CHANGED)."""
+    change of the default version, traffic split or shadow (DEFAULT_CHANGED, TRAFFIC_CHANGED,
+    SHADOW_CHANGED)."""
 
     model: str
     version: int | None

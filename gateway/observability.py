@@ -18,6 +18,9 @@ gateway.inference.queue_wait              histogram  s; wait for a worker thread
 gateway.inference.queue_depth             gauge      runs waiting for a worker thread
 gateway.model.load.duration               histogram  s; load and warm-up, per model, version, state
 gateway.model.state                       gauge      1 for the state each version is in
+gateway.shadow.requests                   counter    mirrored requests, per model, shadow version,
+                                                     outcome (agreed, disagreed, error)
+gateway.shadow.duration                   histogram  s; the shadow version's run
 ========================================  =========  ==============================================
 """
 
@@ -64,6 +67,8 @@ class Instruments:
     batch_size: metrics.Histogram
     queue_wait: metrics.Histogram
     load_duration: metrics.Histogram
+    shadow_requests: metrics.Counter
+    shadow_duration: metrics.Histogram
 
     @classmethod
     def create(cls, meter: metrics.Meter) -> Instruments:
@@ -96,6 +101,15 @@ class Instruments:
             ),
             load_duration=seconds(
                 "gateway.model.load.duration", "Load and warm-up of a model version."
+            ),
+            shadow_requests=meter.create_counter(
+                "gateway.shadow.requests",
+                unit="{request}",
+                description="Requests mirrored to a shadow version, by outcome (agreed, "
+                "disagreed, error).",
+            ),
+            shadow_duration=seconds(
+                "gateway.shadow.duration", "Duration of a shadow version's run."
             ),
         )
 

@@ -10,6 +10,7 @@ import asyncio
 import contextvars
 import hashlib
 import logging
+import random
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,6 +37,7 @@ from gateway.errors import (
 )
 from gateway.observability import MODEL_ATTRIBUTE, VERSION_ATTRIBUTE, Observer
 from gateway.repository import ModelSpec, RepositoryScan
+from gateway.shadow import Shadow, outputs_agree
 from gateway.signature import IOKind, IOSpec, read_signature
 from gateway.tensors import DataType, numpy_dtype
 from gateway.versions import ModelEntry, ModelState, ModelVersion
@@ -77,6 +79,7 @@ class ModelRuntime:
         self.initial_load_done = False
         self._waiting = 0  # runs submitted to the pool and not started yet
         self._waiting_lock = threading.Lock()
+        self._mirrors: set[asyncio.Task[None]] = set()  # shadow runs in the background
         self.observer = Observer()
         self.attach(observer or self.observer)
 
@@ -198,9 +201,51 @@ class ModelRuntime:
         """
         mv.in_flight += 1  # a version is released only once its runs have finished
         try:
-            return await self._run(mv, feeds, outputs)
+            result = await self._run(mv, feeds, outputs)
         finally:
             mv.in_flight -= 1
+        entry = self.entries.get(mv.model)
+        shadow = entry.shadow if entry is not None else None
+        if shadow is not None and shadow.version != mv.version and random.random() < shadow.share:
+            task = asyncio.get_running_loop().create_task(
+                self._mirror(entry, shadow, feeds, outputs, result)  # type: ignore[arg-type]
+            )
+            self._mirrors.add(task)
+            task.add_done_callback(self._mirrors.discard)
+        return result
+
+    async def _mirror(
+        self,
+        entry: ModelEntry,
+        shadow: Shadow,
+        feeds: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None,
+        served: Mapping[str, np.ndarray],
+    ) -> None:
+        """Run the shadow version on the same inputs and compare; the answer is discarded."""
+        started = time.perf_counter()
+        labels: dict[str, AttributeValue] = {
+            MODEL_ATTRIBUTE: entry.name,
+            VERSION_ATTRIBUTE: shadow.version,
+        }
+        try:
+            mv = self.resolve(entry.name, shadow.version)
+            mv.in_flight += 1
+            try:
+                answer = await self._run(mv, feeds, outputs)
+            finally:
+                mv.in_flight -= 1
+        except Exception as exc:  # counted, never raised: nobody waits for a shadow
+            shadow.record(agreed=None, seconds=0.0)
+            self.observer.instruments.shadow_requests.add(1, {**labels, "gateway.outcome": "error"})
+            logger.debug("shadow run of %s failed: %s", entry.name, exc)
+            return
+        seconds = time.perf_counter() - started
+        agreed = outputs_agree(served, answer)
+        shadow.record(agreed=agreed, seconds=seconds)
+        outcome = "agreed" if agreed else "disagreed"
+        self.observer.instruments.shadow_requests.add(1, {**labels, "gateway.outcome": outcome})
+        self.observer.instruments.shadow_duration.record(seconds, labels)
 
     async def _run(
         self,

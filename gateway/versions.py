@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway.batching import Batcher
 from gateway.repository import ModelSpec
+from gateway.shadow import Shadow
 from gateway.signature import Signature
 
 __all__ = ["ModelEntry", "ModelState", "ModelVersion"]
@@ -59,6 +60,8 @@ class ModelEntry:
     pinned: int | None = None
     #: A canary: (version, weight) pairs sharing the requests that name no version.
     split: tuple[tuple[int, float], ...] = ()
+    #: A version that a share of the requests also runs on, for comparison only.
+    shadow: Shadow | None = None
 
     @property
     def name(self) -> str:

@@ -153,3 +153,48 @@ def test_events_stream_and_the_schema_follows_new_models(admin: TestClient, tmp_
         time.sleep(0.05)
     answer = _gql(admin, "{ predict { fresh(input: {x: [1, 1]}) { y } } }")
     assert answer["data"]["predict"]["fresh"]["y"] == [4.0, 4.0]
+
+
+def test_shadow_traffic_is_compared_and_counted(admin: TestClient, tmp_path: Path) -> None:
+    shadow = (
+        'mutation($v: Int, $s: Float!) { setShadow(name: "m", version: $v, share: $s) { name } }'
+    )
+    stats = (
+        '{ model(name: "m") { shadow { version requests agreed failed agreement meanLatencyMs } } }'
+    )
+    assert "errors" not in _gql(admin, shadow, v=1, s=1.0)
+    for _ in range(10):
+        assert _version(admin) == 2  # served by the default; v1 (x * 1) runs in the shadow
+
+    def counts() -> dict[str, Any]:
+        found: dict[str, Any] = _gql(admin, stats)["data"]["model"]["shadow"]
+        return found
+
+    deadline = time.monotonic() + 10
+    while counts()["requests"] < 10:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    first = counts()
+    assert first["version"] == 1 and first["agreed"] == 0 and first["agreement"] == 0.0
+    assert first["meanLatencyMs"] > 0 and first["failed"] == 0
+
+    _publish(tmp_path / "repo", "m/3", _scaled(2))  # the same answers as v2
+    _gql(admin, "mutation { reloadRepository { name } }")
+    _gql(admin, 'mutation { setDefaultVersion(name: "m", version: 2) { name } }')
+    assert "errors" not in _gql(admin, shadow, v=3, s=1.0)
+    for _ in range(5):
+        assert _version(admin) == 2
+    deadline = time.monotonic() + 10
+    while counts()["requests"] < 5:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert counts()["agreement"] == 1.0
+    scraped = admin.get("/metrics").text
+    assert (
+        'gateway_shadow_requests_total{gateway_model_name="m",gateway_model_version="3",gateway_outcome="agreed"}'
+        in scraped
+    )
+    assert _gql(admin, shadow, v=9, s=0.5)["errors"][0]["extensions"]["code"] == "MODEL_NOT_FOUND"
+    assert _gql(admin, shadow, v=3, s=1.5)["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "errors" not in _gql(admin, shadow, v=None, s=1.0)
+    assert _gql(admin, stats)["data"]["model"]["shadow"] is None

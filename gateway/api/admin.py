@@ -22,6 +22,7 @@ from gateway.errors import (
     ModelNotReadyError,
 )
 from gateway.lifecycle import Lifecycle, ModelEvent
+from gateway.shadow import Shadow
 from gateway.versions import ModelEntry
 
 __all__ = ["MUTATIONS", "VersionWeightInput", "model_events"]
@@ -38,7 +39,8 @@ class ModelEventInfo:
     model: str
     version: int | None
     kind: str = strawberry.field(
-        description="LOADING, READY, FAILED, UNLOADED, DEFAULT_CHANGED or TRAFFIC_CHANGED."
+        description="LOADING, READY, FAILED, UNLOADED, DEFAULT_CHANGED, TRAFFIC_CHANGED or "
+        "SHADOW_CHANGED."
     )
     reason: str | None
     at: datetime.datetime
@@ -166,12 +168,38 @@ def set_traffic_split(
     return _info(info, entry)
 
 
+def set_shadow(
+    info: Info,
+    name: str,
+    version: Annotated[
+        int | None, strawberry.argument(description="The shadow version; null: stop.")
+    ],
+    share: Annotated[
+        float, strawberry.argument(description="Share of the requests to mirror, 0..1.")
+    ] = 0.1,
+) -> Model:
+    """Mirror a share of a model's requests to another version: its answers are discarded but
+    compared with the served ones (Model.shadow, metric gateway.shadow.requests)."""
+    lifecycle = _lifecycle(info)
+    entry = _entry(info, name)
+    if version is None:
+        entry.shadow = None
+    else:
+        _ready(entry, version)
+        if not 0 < share <= 1:
+            raise InvalidInputError(f"share: {share} is not in (0, 1]")
+        entry.shadow = Shadow(version, share)
+    lifecycle.emit(ModelEvent(name, version, "SHADOW_CHANGED"))
+    return _info(info, entry)
+
+
 MUTATIONS: dict[str, Callable[..., Any]] = {
     "load_model": load_model,
     "unload_model": unload_model,
     "reload_repository": reload_repository,
     "set_default_version": set_default_version,
     "set_traffic_split": set_traffic_split,
+    "set_shadow": set_shadow,
 }
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "ModelVersionInfo",
     "Tensor",
     "TensorInput",
+    "ShadowInfo",
     "TensorSpec",
     "VersionWeight",
     "infer",
@@ -112,6 +113,22 @@ class VersionWeight:
     weight: float
 
 
+@strawberry.type(description="A version that a share of the requests also runs on, compared.")
+class ShadowInfo:
+    version: int
+    share: float = strawberry.field(description="Share of the model's requests mirrored, 0..1.")
+    requests: int = strawberry.field(description="Requests mirrored so far.")
+    agreed: int = strawberry.field(description="Mirrored requests whose outputs agreed.")
+    failed: int = strawberry.field(description="Shadow runs that failed.")
+    agreement: float | None = strawberry.field(
+        description="agreed / (requests - failed); outputs agree when shapes match and floats "
+        "are within rtol 1e-4, atol 1e-5 (other types: equal)."
+    )
+    mean_latency_ms: float | None = strawberry.field(
+        description="Mean duration of the shadow runs."
+    )
+
+
 @strawberry.type(description="A model of the repository.")
 class Model:
     name: str
@@ -126,6 +143,9 @@ class Model:
     )
     traffic_split: list[VersionWeight] = strawberry.field(
         description="A canary: shares of the requests that name no version (empty: none)."
+    )
+    shadow: ShadowInfo | None = strawberry.field(
+        description="Shadow traffic to another version, and how its answers compare."
     )
     typed_field: str | None = strawberry.field(
         description="The model's field under Query.predict, or null when it has none."
@@ -167,6 +187,21 @@ def _version_info(mv: ModelVersion) -> ModelVersionInfo:
     )
 
 
+def _shadow(entry: ModelEntry) -> ShadowInfo | None:
+    shadow = entry.shadow
+    if shadow is None:
+        return None
+    return ShadowInfo(
+        version=shadow.version,
+        share=shadow.share,
+        requests=shadow.requests,
+        agreed=shadow.agreed,
+        failed=shadow.failed,
+        agreement=shadow.agreement,
+        mean_latency_ms=shadow.mean_latency_ms,
+    )
+
+
 def model_info(entry: ModelEntry, typed: str | None, typed_error: str | None) -> Model:
     """The metadata of one model."""
     return Model(
@@ -176,6 +211,7 @@ def model_info(entry: ModelEntry, typed: str | None, typed_error: str | None) ->
         default_version=entry.default_version,
         pinned_version=entry.pinned,
         traffic_split=[VersionWeight(version=v, weight=w) for v, w in entry.split],
+        shadow=_shadow(entry),
         typed_field=typed,
         typed_field_error=typed_error,
     )

@@ -42,6 +42,7 @@ RESERVED_TYPE_NAMES = frozenset(
         "ModelEvent",
         "VersionWeight",
         "VersionWeightInput",
+        "ShadowInfo",
         "DateTime",
         "String",
         "Int",

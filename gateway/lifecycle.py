@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.repository import CONFIG_FILE, ModelSpec, scan_repository
-from gateway.runtime import ModelRuntime, file_stamp
+from gateway.runtime import ModelRuntime, file_stamp, release_memory
 from gateway.versions import ModelEntry, ModelState, ModelVersion
 
 __all__ = ["Lifecycle", "ModelEvent"]
@@ -289,7 +289,11 @@ class Lifecycle:
         if mv.batcher is not None:
             mv.batcher.close()
             mv.batcher = None
-        mv.session = None
+        session, mv.session = mv.session, None
+        del session
+        # Freeing the session's memory (and giving it back to the system) on the loader
+        # thread: it can take milliseconds.
+        await asyncio.get_running_loop().run_in_executor(self._loader, release_memory)
         if then is not None:
             then()
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import ctypes
+import ctypes.util
+import gc
 import hashlib
 import logging
 import random
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -42,7 +45,7 @@ from gateway.signature import IOKind, IOSpec, read_signature
 from gateway.tensors import DataType, numpy_dtype
 from gateway.versions import ModelEntry, ModelState, ModelVersion
 
-__all__ = ["ModelRuntime", "file_stamp", "synthetic_inputs"]
+__all__ = ["ModelRuntime", "file_stamp", "release_memory", "synthetic_inputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -391,6 +394,27 @@ class ModelRuntime:
         return text.replace(str(self._root.resolve()), "<models>").replace(
             str(self._root), "<models>"
         )
+
+
+def release_memory() -> None:
+    """Give freed memory back to the system. glibc keeps what a released session freed in its
+    arenas, fragmented: without this, resident memory grows by a fraction of a model with
+    every load/unload cycle (measured: +50 MiB over 200 cycles of a 4 MiB model)."""
+    gc.collect()  # cheap once startup objects are frozen (gc.freeze, after the initial load)
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _libc_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return None
+    return trim
+
+
+_malloc_trim = _libc_malloc_trim()
 
 
 def file_stamp(path: Path) -> tuple[int, int, int]:

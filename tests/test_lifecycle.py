@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import os
 from collections.abc import Awaitable, Callable
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 from onnx import TensorProto, helper
 
 from gateway.config import Settings
@@ -53,14 +55,19 @@ def _publish(root: Path, key: str, model: onnx.ModelProto | bytes) -> None:
 
 
 def _run(
-    root: Path, scenario: Callable[[ModelRuntime, Lifecycle], Awaitable[None]], **env: str
+    root: Path,
+    scenario: Callable[[ModelRuntime, Lifecycle], Awaitable[None]],
+    *,
+    grace: float = 0.05,
+    **env: str,
 ) -> None:
     settings = Settings.load(environ={"GATEWAY_MODELS": str(root), **env})
+    gc.freeze()  # as the application does at start
     runtime = ModelRuntime(settings, scan_repository(root))
     runtime.load_all()
 
     async def main() -> None:
-        lifecycle = Lifecycle(runtime, root, grace_seconds=0.05)
+        lifecycle = Lifecycle(runtime, root, grace_seconds=grace)
         try:
             await scenario(runtime, lifecycle)
         finally:
@@ -70,6 +77,7 @@ def _run(
         asyncio.run(main())
     finally:
         runtime.close()
+        gc.unfreeze()
 
 
 async def _answer(runtime: ModelRuntime, name: str, version: int | None = None) -> float:
@@ -218,3 +226,37 @@ def test_canary_split_is_sticky_per_caller_and_pinning_is_a_rollback(tmp_path: P
         assert runtime.resolve("m").version == 2
 
     _run(root, scenario)
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_load_unload_cycles_do_not_grow_memory(tmp_path: Path) -> None:
+    weights = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+    model = make_model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        [tensor_info("x", F, ["N", 1024])],
+        [tensor_info("y", F, ["N", 1024])],
+        initializers=[onnx.numpy_helper.from_array(weights, "w")],
+    )
+    root = write_repository(tmp_path / "repo", {"big/1": model})
+    sizes: list[float] = []
+
+    async def scenario(runtime: ModelRuntime, lifecycle: Lifecycle) -> None:
+        for _ in range(200):
+            await lifecycle.unload("big", 1)
+            await lifecycle.settled()
+            await lifecycle.load("big", 1)
+            mv = runtime.resolve("big")
+            await runtime.run(mv, {"x": np.ones((1, 1024), np.float32)})
+            sizes.append(_rss_mib())
+
+    _run(root, scenario, grace=0)
+    settled = sizes[19]
+    print(
+        f"RSS after cycle 20: {settled:.1f} MiB, after 200: {sizes[-1]:.1f} MiB, "
+        f"max: {max(sizes[20:]):.1f} MiB"
+    )
+    assert max(sizes[20:]) <= settled * 1.10

@@ -217,10 +217,12 @@ def run_scenario(
                         LoadRequest(requests[target.name].url, target.prime), target.check, count=1
                     )
                 verify(requests[target.name], target.check)
+            during = {t.name: t.during or contextlib.nullcontext for t in scenario.targets}
             if plan.warmup_seconds > 0:
                 for target in scenario.targets:
                     progress(f"{scenario.name}: warming up {target.name}")
-                    _measure(requests[target.name], plan, connections, plan.warmup_seconds)
+                    with during[target.name]():
+                        _measure(requests[target.name], plan, connections, plan.warmup_seconds)
             if scenario.probe is not None:
                 progress(f"{scenario.name}: measuring in-process reference")
                 with _on_core(plan.server_core):
@@ -230,7 +232,8 @@ def run_scenario(
                 order.append(rotation(names, k))
                 for name in order[-1]:
                     progress(f"{scenario.name}: round {k + 1}/{plan.rounds}: {name}")
-                    run = _measure(requests[name], plan, connections, plan.round_seconds)
+                    with during[name]():
+                        run = _measure(requests[name], plan, connections, plan.round_seconds)
                     results[name].runs.append(run)
                 baseline = results[scenario.baseline].runs[-1].rps
                 for result in results.values():

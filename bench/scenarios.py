@@ -21,6 +21,10 @@
   - ``latency``: one connection; gateway p50 <= bare p50 + 0.3 ms; and, for reference, the p50
     of ``session.run`` on one row in the harness process.
 
+* ``swap`` (the model lifecycle issue): the typed iris query on a gateway whose iris version is
+  republished every 0.5 s and hot-reloaded under load, against the same gateway without
+  publishes. Goal: p99 with swaps <= 1.5x p99 without.
+
 The single-row iris query is a literal document, as a client with a fixed query sends it. The
 bigger payloads (256 rows, 512 floats, tensors) travel as GraphQL variables, as a client with
 changing data sends them: a literal would be compiled once with its arguments coerced, so the
@@ -33,6 +37,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +48,7 @@ from bench.dense import DENSE_INPUT, DENSE_MODEL, DENSE_OUTPUT, dense_row, write
 from bench.inprocess import ProbeResult, iris_session_probe
 from bench.load import Check
 from bench.servers import ServerKind, ServerSpec
+from bench.swap import Swapper, copy_model
 
 __all__ = [
     "IRIS_BATCH_ROWS",
@@ -108,6 +114,8 @@ class Target:
     """Point ``OTEL_EXPORTER_OTLP_ENDPOINT`` at the sink the bench starts for the scenario."""
     prime: bytes | None = None
     """A request sent once (and checked) before ``body``: e.g. registering a persisted query."""
+    during: Callable[[], AbstractContextManager[object]] | None = field(default=None, compare=False)
+    """Active while this target is under load (warm-up and rounds): e.g. model swaps."""
 
 
 @dataclass(frozen=True)
@@ -322,7 +330,54 @@ def build_scenarios(models: Path, scratch: Path | None = None) -> dict[str, Scen
     ]
     if scratch is not None:
         scenarios.insert(4, _dense_scenario(scratch / "dense-models"))
+        scenarios.append(_swap_scenario(models, scratch))
     return {s.name: s for s in scenarios}
+
+
+_SWAP_INTERVAL = 0.5
+_SWAP_ENV = {"GATEWAY_POLL_SECONDS": "0.1"}
+
+
+def _swap_scenario(models: Path, scratch: Path) -> Scenario:
+    """The typed iris query on two gateways polling their repositories every 0.1 s: one's
+    iris version 2 is republished every 0.5 s (loaded, warmed up, swapped in), the other's
+    never changes."""
+    steady, swapping = scratch / "swap-steady", scratch / "swap-swapping"
+
+    def prepare() -> None:
+        for repository in (steady, swapping):
+            copy_model(models, "iris", repository)
+
+    swapper = Swapper(swapping / "iris" / "2" / "model.onnx", _SWAP_INTERVAL)
+    body = _graphql(IRIS_QUERY)
+    return Scenario(
+        name="swap",
+        description="typed single-row iris query; gateway swapping: its iris version 2 is "
+        f"republished every {_SWAP_INTERVAL} s (write, then rename) and hot-reloaded while "
+        "it answers; gateway steady: the same without publishes",
+        targets=(
+            Target(
+                "gateway steady",
+                ServerSpec("gateway", steady, _SWAP_ENV),
+                "/graphql",
+                body,
+                _check_graphql_iris,
+            ),
+            Target(
+                "gateway swapping",
+                ServerSpec("gateway", swapping, _SWAP_ENV),
+                "/graphql",
+                body,
+                _check_graphql_iris,
+                during=lambda: swapper,
+            ),
+        ),
+        baseline="gateway steady",
+        rows_per_request=1,
+        connections=32,
+        goals=(Goal("gateway swapping", "p99_ratio", 1.5),),
+        prepare=prepare,
+    )
 
 
 def _dense_scenario(repository: Path) -> Scenario:

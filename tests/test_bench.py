@@ -7,6 +7,7 @@ import base64
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from bench.dense import DENSE_LAYERS, build_dense_model, write_dense_repository
 from bench.load import LoadResult, percentile
 from bench.runner import evaluate_goal, plan_rounds, rotation
 from bench.scenarios import Goal, build_scenarios, iris_batch_rows
+from bench.swap import Swapper
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
@@ -74,13 +76,14 @@ def test_scenarios_name_their_servers_consistently(tmp_path: Path) -> None:
         "dense",
         "infer-b64",
         "latency",
+        "swap",
     ]
     for scenario in scenarios.values():
         names = [t.name for t in scenario.targets]
         assert len(set(names)) == len(names) and scenario.baseline in names
         for goal in scenario.goals:
             assert goal.target in names and (goal.reference or scenario.baseline) in names
-    assert list(tmp_path.iterdir()) == []  # the dense model is written only when it runs
+    assert list(tmp_path.iterdir()) == []  # repositories are written only when a scenario runs
     assert scenarios["latency"].connections == 1 and scenarios["latency"].probe is not None
     persisted = scenarios["iris-persisted"].targets[1]
     assert persisted.prime is not None and b'"query"' not in persisted.body
@@ -197,3 +200,21 @@ def test_one_tiny_run_reports_every_figure(tmp_path: Path) -> None:
         assert result["runs"][0]["requests"] > 0 and result["errors"] == 0
         assert result["rps"] > 0 and result["p99_ms"] >= result["p50_ms"] > 0
     assert scenario["results"][0]["ratio"] == 1.0
+
+
+def test_the_swapper_republishes_the_same_bytes_as_a_new_file(tmp_path: Path) -> None:
+    swap = build_scenarios(MODELS, tmp_path)["swap"]
+    assert swap.prepare is not None
+    swap.prepare()
+    (swapping,) = [t for t in swap.targets if t.during is not None]
+    published = swapping.server.models / "iris" / "2" / "model.onnx"
+    stamp = published.stat()
+    before = (stamp.st_ino, stamp.st_mtime_ns), published.read_bytes()
+    swapper = Swapper(published, 0.01)
+    with swapper:
+        time.sleep(0.2)
+    assert swapper.publishes >= 3
+    after = published.stat()
+    # A new file (the inode number may be recycled; the modification time is new).
+    assert (after.st_ino, after.st_mtime_ns) != before[0] and published.read_bytes() == before[1]
+    assert [p.name for p in published.parent.iterdir()] == ["model.onnx"]  # no leftovers

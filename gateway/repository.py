@@ -26,6 +26,7 @@ __all__ = [
     "ModelConfig",
     "ModelSpec",
     "RepositoryScan",
+    "Sample",
     "VersionPolicy",
     "parse_model_config",
     "scan_repository",
@@ -59,6 +60,16 @@ class ModelConfig:
     versions: VersionPolicy = field(default_factory=lambda: VersionPolicy())
     #: Expected sha256 digests of ``model.onnx`` by version (``[sha256]``), checked before load.
     sha256: Mapping[int, str] = field(default_factory=dict)
+    #: Rows with expected predictions (``[[samples]]``), checked before a version is READY.
+    samples: tuple[Sample, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One ``[[samples]]`` entry: an input row and the prediction fields expected for it."""
+
+    input: Mapping[str, Any]
+    expect: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +191,7 @@ def parse_model_config(raw: Mapping[str, Any]) -> ModelConfig:
         "batching",
         "versions",
         "sha256",
+        "samples",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -217,7 +229,27 @@ def parse_model_config(raw: Mapping[str, Any]) -> ModelConfig:
         _batching(raw),
         _version_policy(raw.get("versions", {})),
         _digests(raw.get("sha256", {})),
+        _samples(raw.get("samples", [])),
     )
+
+
+def _samples(raw: Any) -> tuple[Sample, ...]:
+    if not isinstance(raw, list) or not all(isinstance(t, Mapping) for t in raw):
+        raise ConfigError("samples: expected [[samples]] tables")
+    samples = []
+    for number, table in enumerate(raw, start=1):
+        unknown = sorted(set(table) - {"input", "expect"})
+        if unknown:
+            raise ConfigError(
+                f"samples[{number}]: unknown key {unknown[0]!r}; known: input, expect"
+            )
+        if not isinstance(table.get("input"), Mapping):
+            raise ConfigError(f"samples[{number}].input: expected a table of feature = value")
+        expect = table.get("expect", {})
+        if not isinstance(expect, Mapping):
+            raise ConfigError(f"samples[{number}].expect: expected a table of field = value")
+        samples.append(Sample(dict(table["input"]), dict(expect)))
+    return tuple(samples)
 
 
 _POLICIES = ("all", "latest", "specific")

@@ -40,6 +40,7 @@ from gateway.errors import (
 )
 from gateway.observability import MODEL_ATTRIBUTE, VERSION_ATTRIBUTE, Observer
 from gateway.repository import ModelSpec, RepositoryScan
+from gateway.samples import check_samples
 from gateway.shadow import Shadow, outputs_agree
 from gateway.signature import IOKind, IOSpec, read_signature
 from gateway.tensors import DataType, numpy_dtype
@@ -336,6 +337,12 @@ class ModelRuntime:
                 mv.session = _create_session(mv.path, options)
                 if self._settings.warmup:
                     _run_session(mv, synthetic_inputs(mv.signature.inputs), None)
+                check_samples(
+                    mv.model,
+                    mv.signature,
+                    spec.config,
+                    lambda feeds, outputs: _run_session(mv, feeds, outputs),
+                )
                 mv.batcher = self._batcher(spec, mv)
         except (GatewayError, OSError) as exc:
             mv.session = None

@@ -68,6 +68,8 @@ class Card:
     features: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
     example: dict[str, float | str] = field(default_factory=dict)
+    #: The expected label of the example row: a [[samples]] check every version must pass.
+    example_label: str | None = None
 
 
 class Split(NamedTuple):
@@ -155,6 +157,7 @@ def build_iris() -> Entry:
         features=features,
         labels=tuple(str(n) for n in data.target_names),
         example=_example(features, data.data[0]),
+        example_label=str(data.target_names[data.target[0]]),
     )
     return Entry("iris", card, versions)
 
@@ -284,6 +287,16 @@ def _toml(card: Card) -> str:
     ]
     if card.example:
         lines += ["", "[example]", *(f"{k} = {json.dumps(v)}" for k, v in card.example.items())]
+    if card.example and card.example_label is not None:
+        row = ", ".join(f"{k} = {json.dumps(v)}" for k, v in card.example.items())
+        lines += [
+            "",
+            "# Checked before a version takes traffic: a retrained model that gets this wrong",
+            "# stays unloaded (and the previous version keeps serving).",
+            "[[samples]]",
+            f"input = {{ {row} }}",
+            f"expect = {{ label = {json.dumps(card.example_label)} }}",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -167,6 +167,22 @@ def test_bad_files_leave_the_previous_load_serving_with_the_reason(tmp_path: Pat
     _run(root, scenario)
 
 
+def test_a_version_that_fails_its_samples_does_not_take_traffic(tmp_path: Path) -> None:
+    samples = "[[samples]]\ninput = { x = [1.0, 1.0] }\nexpect = { y = [1.0, 1.0] }\n"
+    root = write_repository(tmp_path / "repo", {"m/1": _scaled(1)}, {"m": samples})
+
+    async def scenario(runtime: ModelRuntime, lifecycle: Lifecycle) -> None:
+        assert runtime.resolve("m").state is ModelState.READY  # passes its sample
+        _publish(root, "m/1", _scaled(2))  # a "retrained" model that answers otherwise
+        await lifecycle.reconcile(settle=False)
+        mv = runtime.resolve("m")
+        assert await _answer(runtime, "m") == 1
+        assert mv.load_error is not None
+        assert "sample 1: expected y = [1.0, 1.0], the model answered [2.0, 2.0]" in mv.load_error
+
+    _run(root, scenario)
+
+
 def test_the_version_policy_and_removals_drain_and_unload(tmp_path: Path) -> None:
     root = write_repository(
         tmp_path / "repo",

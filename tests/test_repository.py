@@ -72,6 +72,14 @@ def test_model_toml_is_read(tmp_path: Path) -> None:
         ("[session]\ngraph_optimization_level = 'max'", "graph_optimization_level"),
         ("[inputs.x]\ncolumns = ['a']", "inputs.x: expected a table with the key 'features'"),
         ("description = ", "Invalid value"),
+        ("[versions]\npolicy = 'newest'", "versions.policy: expected one of all, latest, specific"),
+        ("[versions]\npolicy = 'specific'", "policy 'specific' needs the versions"),
+        ("[versions]\nlatest = 0", "versions.latest: expected an integer >= 1"),
+        ("[versions]\ndefault = 'two'", "versions.default: expected a version number"),
+        ("[sha256]\n'1' = 'abc'", "sha256.1: expected 64 hexadecimal digits"),
+        ("[sha256]\nv1 = '" + "0" * 64 + "'", "sha256.v1: keys are version numbers"),
+        ("[[samples]]\nexpect = { label = 'a' }", "samples[1].input: expected a table"),
+        ("[[samples]]\ninput = {}\nwant = 1", "samples[1]: unknown key 'want'"),
     ],
 )
 def test_a_bad_model_toml_becomes_the_model_problem(tmp_path: Path, text: str, phrase: str) -> None:
@@ -80,6 +88,16 @@ def test_a_bad_model_toml_becomes_the_model_problem(tmp_path: Path, text: str, p
     (spec,) = scan_repository(tmp_path).models
     assert spec.problem is not None and phrase in spec.problem
     assert spec.problem.startswith("iris/model.toml: ")
+
+
+def test_version_policies_select_versions() -> None:
+    config = parse_model_config({"versions": {"policy": "latest", "latest": 2, "default": 1}})
+    assert config.versions.select([1, 5, 3]) == {3, 5} and config.versions.default == 1
+    specific = parse_model_config({"versions": {"policy": "specific", "specific": [1, 4]}})
+    assert specific.versions.select([1, 2, 3]) == {1}
+    assert parse_model_config({}).versions.select([1, 2]) == {1, 2}
+    digest = "AB" * 32
+    assert parse_model_config({"sha256": {"2": digest}}).sha256 == {2: digest.lower()}
 
 
 def test_per_input_features() -> None:

@@ -198,3 +198,16 @@ def test_shadow_traffic_is_compared_and_counted(admin: TestClient, tmp_path: Pat
     assert _gql(admin, shadow, v=3, s=1.5)["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     assert "errors" not in _gql(admin, shadow, v=None, s=1.0)
     assert _gql(admin, stats)["data"]["model"]["shadow"] is None
+
+
+def test_a_failed_reload_is_visible_and_the_previous_load_serves(
+    admin: TestClient, tmp_path: Path
+) -> None:
+    _publish(tmp_path / "repo", "m/2", b"\x08\x07 not a model")
+    _gql(admin, "mutation { reloadRepository { name } }")
+    body = _gql(admin, '{ model(name: "m") { versions { version state loadError } } }')
+    v2 = body["data"]["model"]["versions"][1]
+    assert v2["version"] == 2 and v2["state"] == "READY"
+    assert "the previous load still serves" in v2["loadError"]
+    assert str(tmp_path) not in v2["loadError"]  # no file paths reach clients
+    assert _version(admin) == 2

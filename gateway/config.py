@@ -165,8 +165,35 @@ class Settings:
     admin_api: bool = field(
         default=False,
         metadata=_doc(
-            "Enable the admin mutations (loadModel, setDefaultVersion...); only on a loopback "
-            "host until authentication exists."
+            "Let anonymous callers use the admin mutations (development; loopback host only). "
+            "Callers with the admin scope always may."
+        ),
+    )
+    anonymous_scopes: str = field(
+        default="auto",
+        metadata=_doc(
+            "Scopes of callers without credentials, comma-separated; auto: predict,metadata "
+            "on a loopback host, none elsewhere; none: nothing."
+        ),
+    )
+    api_keys_file: Path | None = field(
+        default=None,
+        metadata=_doc("TOML file of API keys: [[keys]] id, hash, scopes (gateway new-key)."),
+    )
+    jwt_secret: str | None = field(
+        default=None, repr=False, metadata=_doc("Shared secret of HS256 JWT bearer tokens.")
+    )
+    jwt_jwks: str | None = field(
+        default=None,
+        metadata=_doc("JWKS file or URL of RS256/ES256 JWT bearer tokens' public keys."),
+    )
+    jwt_issuer: str | None = field(default=None, metadata=_doc("Required JWT iss claim."))
+    jwt_audience: str | None = field(default=None, metadata=_doc("Required JWT aud claim."))
+    introspection: str = field(
+        default="auto",
+        metadata=_doc(
+            "GraphQL introspection and field suggestions: on, off, or auto (on only on a "
+            "loopback host)."
         ),
     )
     trace_viewer: bool = field(
@@ -193,6 +220,30 @@ class Settings:
         default=None, metadata=_doc("TOML file with any of these settings (flag --config).")
     )
 
+    @property
+    def loopback(self) -> bool:
+        """Whether only this machine can reach the server."""
+        return self.host in LOOPBACK_HOSTS
+
+    @property
+    def anonymous(self) -> frozenset[str]:
+        """The scopes of callers without credentials (``anonymous_scopes`` resolved)."""
+        text = self.anonymous_scopes.strip().lower()
+        if text == "auto":
+            scopes = {"predict", "metadata"} if self.loopback else set()
+        elif text in ("", "none"):
+            scopes = set()
+        else:
+            scopes = {s.strip() for s in self.anonymous_scopes.split(",") if s.strip()}
+        if self.admin_api:
+            scopes.add("admin")
+        return frozenset(scopes)
+
+    @property
+    def introspection_enabled(self) -> bool:
+        """Whether introspection (and field suggestions) are on."""
+        return self.introspection == "on" or (self.introspection == "auto" and self.loopback)
+
     def __post_init__(self) -> None:
         _check_min("port", self.port, 0, 65535)
         _check_min("workers", self.workers, 1)
@@ -204,9 +255,12 @@ class Settings:
             raise ConfigError(f"poll_seconds: invalid value {self.poll_seconds!r}: expected >= 0")
         if self.admin_api and self.host not in LOOPBACK_HOSTS:
             raise ConfigError(
-                f"admin_api: the admin mutations need a loopback host ({', '.join(LOOPBACK_HOSTS)})"
-                f" until authentication is configured; host is {self.host!r}"
+                f"admin_api: anonymous admin needs a loopback host ({', '.join(LOOPBACK_HOSTS)}); "
+                f"host is {self.host!r}: give an API key or token the admin scope instead"
             )
+        _check_choice("introspection", self.introspection, ("on", "off", "auto"))
+        if self.jwt_secret is not None and self.jwt_jwks is not None:
+            raise ConfigError("jwt_secret and jwt_jwks: configure one of them")
         _check_min("inference_threads", self.inference_threads, 1)
         _check_min("max_tensor_elements", self.max_tensor_elements, 1)
         _check_min("max_batch_rows", self.max_batch_rows, 1)
@@ -347,6 +401,10 @@ def _coerce(name: str, f: dataclasses.Field[Any], raw: Any, *, where: str) -> An
             return Path(raw)
         if kind == "Path | None":
             return None if raw in ("", None) else Path(raw)
+        if kind == "str | None":
+            if raw is not None and not isinstance(raw, str):
+                raise ValueError("expected a string")
+            return raw or None
         if kind == "Mapping[str, str]":
             if not isinstance(raw, Mapping):
                 raise ValueError("expected a table of strings")
@@ -361,7 +419,7 @@ def _coerce(name: str, f: dataclasses.Field[Any], raw: Any, *, where: str) -> An
     raise AssertionError(f"no coercion for field type {kind}")  # an internal invariant
 
 
-_LOWERCASE = ("log_level", "log_format", "graph_optimization_level")
+_LOWERCASE = ("log_level", "log_format", "graph_optimization_level", "introspection")
 
 
 def _to_bool(raw: Any) -> bool:

@@ -62,6 +62,8 @@ class ModelConfig:
     sha256: Mapping[int, str] = field(default_factory=dict)
     #: Rows with expected predictions (``[[samples]]``), checked before a version is READY.
     samples: tuple[Sample, ...] = ()
+    #: ``[access] scopes``: a caller needs one of these (besides predict) to run the model.
+    access: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +194,7 @@ def parse_model_config(raw: Mapping[str, Any]) -> ModelConfig:
         "versions",
         "sha256",
         "samples",
+        "access",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -230,7 +233,14 @@ def parse_model_config(raw: Mapping[str, Any]) -> ModelConfig:
         _version_policy(raw.get("versions", {})),
         _digests(raw.get("sha256", {})),
         _samples(raw.get("samples", [])),
+        _access(raw.get("access", {})),
     )
+
+
+def _access(table: Any) -> tuple[str, ...]:
+    if not isinstance(table, Mapping) or set(table) - {"scopes"}:
+        raise ConfigError("access: expected a table with the key 'scopes'")
+    return _strings(table["scopes"], "access.scopes") if "scopes" in table else ()
 
 
 def _samples(raw: Any) -> tuple[Sample, ...]:

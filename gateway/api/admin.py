@@ -1,8 +1,7 @@
 """Operating models through GraphQL: the admin mutations and the model-events subscription.
 
-Mutations answer FORBIDDEN unless ``admin_api`` is on (and the server binds a loopback host:
-until authentication exists, whoever can reach the port is the operator). The subscription is
-read-only, like ``models``, and open to every caller.
+Mutations need the ``admin`` scope (``admin_api`` grants it to anonymous callers, for
+development on a loopback host). The subscription needs ``metadata``, like ``models``.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import strawberry
 
 from gateway.api.context import Info
 from gateway.api.generic import Model, model_info
+from gateway.auth import ADMIN, METADATA
 from gateway.errors import (
     ForbiddenError,
     InvalidInputError,
@@ -55,10 +55,10 @@ def _event(event: ModelEvent) -> ModelEventInfo:
 
 def _lifecycle(info: Info) -> Lifecycle:
     ctx = info.context
-    if not ctx.settings.admin_api:
+    if ADMIN not in ctx.principal.scopes:
         raise ForbiddenError(
-            "the admin API is disabled; start the gateway with GATEWAY_ADMIN_API=true (on a "
-            "loopback host until authentication is configured)"
+            "the admin mutations need the admin scope (an API key or token with it; or, for "
+            "development on a loopback host, GATEWAY_ADMIN_API=true)"
         )
     if ctx.lifecycle is None:
         raise ModelNotReadyError("the initial load has not finished; retry")
@@ -211,6 +211,7 @@ async def model_events(
 ) -> AsyncGenerator[ModelEventInfo, None]:
     """Model lifecycle events as they happen: loads, failures, unloads, default and traffic
     changes."""
+    info.context.principal.check(METADATA)
     lifecycle = info.context.lifecycle
     if lifecycle is None:
         raise ModelNotReadyError("the initial load has not finished; retry")

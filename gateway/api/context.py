@@ -8,7 +8,9 @@ from typing import Any
 
 import strawberry
 
+from gateway.auth import Principal
 from gateway.config import Settings
+from gateway.errors import UnauthenticatedError
 from gateway.lifecycle import Lifecycle
 from gateway.runtime import ModelRuntime
 from gateway.typed import TypedModel
@@ -16,6 +18,8 @@ from gateway.typed import TypedModel
 __all__ = ["CALLER_HEADER", "GatewayContext", "Info"]
 
 CALLER_HEADER = "x-caller-key"
+#: The caller of an in-process execution (tests, ``gateway check``): no request, every scope.
+IN_PROCESS = Principal("in-process", frozenset({"predict", "metadata", "admin"}), "in-process")
 
 
 @dataclass(slots=True)
@@ -34,6 +38,23 @@ class GatewayContext:
     models: set[str] = field(default_factory=set)
     #: What loads and unloads versions (None until the initial load is done, and in-process).
     lifecycle: Lifecycle | None = None
+    #: The authenticated caller (None: anonymous with every scope, as in-process).
+    caller_principal: Principal | None = None
+    #: Why the credentials sent were refused (a websocket learns it per operation).
+    auth_failure: str | None = None
+
+    @property
+    def principal(self) -> Principal:
+        """The caller; raises UnauthenticatedError if the credentials sent were refused."""
+        if self.auth_failure is not None:
+            raise UnauthenticatedError(self.auth_failure)
+        return self.caller_principal or IN_PROCESS
+
+    def check_predict(self, model: str) -> None:
+        """Raises FORBIDDEN unless the caller may run ``model`` (scopes, model.toml access)."""
+        entry = self.runtime.entries.get(model)
+        required = entry.spec.config.access if entry is not None else ()
+        self.principal.check_predict(model, required)
 
     @property
     def caller(self) -> str | None:

@@ -10,6 +10,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from gateway.api.context import Info
+from gateway.auth import METADATA
 from gateway.errors import InvalidInputError
 from gateway.observability import MODEL_ATTRIBUTE, VERSION_ATTRIBUTE
 from gateway.signature import IOSpec
@@ -229,6 +230,7 @@ def _model(info: Info, name: str) -> Model | None:
 
 def models(info: Info) -> list[Model]:
     """Every model of the repository, by name."""
+    info.context.principal.check(METADATA)
     with info.context.runtime.observer.span("gateway.metadata"):
         found = (_model(info, name) for name in sorted(info.context.runtime.entries))
         return [m for m in found if m is not None]
@@ -238,6 +240,7 @@ def model(
     info: Info, name: Annotated[str, strawberry.argument(description="The model's name.")]
 ) -> Model | None:
     """One model, or null when there is none of that name."""
+    info.context.principal.check(METADATA)
     with info.context.runtime.observer.span("gateway.metadata", {MODEL_ATTRIBUTE: name}):
         return _model(info, name)
 
@@ -259,6 +262,7 @@ async def infer(
 ) -> InferResult:
     """Run a model on tensors (shaped after the Open Inference Protocol)."""
     ctx = info.context
+    ctx.check_predict(model)
     ctx.models.add(model)
     with ctx.runtime.observer.span("gateway.infer", {MODEL_ATTRIBUTE: model}) as span:
         mv = ctx.runtime.resolve(model, version, caller=ctx.caller if version is None else None)

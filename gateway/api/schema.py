@@ -10,6 +10,7 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from gateway.api import generic
@@ -128,8 +129,12 @@ def build_schema(
     entries: Sequence[ModelEntry],
     *,
     extensions: Sequence[Callable[[], SchemaExtension]] = (),
+    suggestions: bool = True,
 ) -> GatewaySchema:
-    """The schema for ``entries``: a typed field per model that has one, plus the generic API."""
+    """The schema for ``entries``: a typed field per model that has one, plus the generic API.
+
+    ``suggestions=False`` drops "Did you mean ...?" from errors (which would reveal the schema
+    when introspection is off)."""
     typed = build_typed_models(entries)
     fields: dict[str, Any] = {
         "models": strawberry.field(resolver=generic.models),
@@ -172,7 +177,11 @@ def build_schema(
         )
     )
     schema = _Schema(
-        query=query, mutation=mutation, subscription=subscription, extensions=list(extensions)
+        query=query,
+        mutation=mutation,
+        subscription=subscription,
+        extensions=list(extensions),
+        config=StrawberryConfig(disable_field_suggestions=not suggestions),
     )
     direct, dict_types = direct_resolvers(typed_models)
     return GatewaySchema(schema, typed, direct, dict_types)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from strawberry.extensions import SchemaExtension, ValidationCache
+from strawberry.extensions import DisableIntrospection, SchemaExtension, ValidationCache
 
 from gateway.api import GatewaySchema, build_schema
 from gateway.api.caches import DocumentCache
 from gateway.api.fastpath import FastPath, PersistedQueries
 from gateway.api.observe import OperationObserver
+from gateway.auth import Authenticator
 from gateway.config import Settings
 from gateway.lifecycle import Lifecycle
 from gateway.runtime import ModelRuntime
@@ -26,12 +27,15 @@ def schema_extensions(settings: Settings) -> Sequence[Callable[[], SchemaExtensi
     """The schema extensions, outermost first: the observer sees errors after ErrorCodes coded
     them; parsing and validation are cached per distinct document."""
     size = settings.query_cache_size
-    return (
+    extensions: list[Callable[[], SchemaExtension]] = [
         OperationObserver,
         ErrorCodes,
         lambda: DocumentCache(maxsize=size),
         lambda: ValidationCache(maxsize=size),
-    )
+    ]
+    if not settings.introspection_enabled:
+        extensions.append(DisableIntrospection)
+    return tuple(extensions)
 
 
 class Gateway:
@@ -43,6 +47,15 @@ class Gateway:
         self.telemetry: Telemetry | None = None
         #: HTTP requests in flight by (method, route), for the active-requests gauge.
         self.http_in_flight: dict[tuple[str, str | int], int] = {}
+        self.auth = Authenticator(
+            anonymous_scopes=settings.anonymous,
+            keys_file=settings.api_keys_file,
+            jwt_secret=settings.jwt_secret,
+            jwt_jwks=settings.jwt_jwks,
+            jwt_issuer=settings.jwt_issuer,
+            jwt_audience=settings.jwt_audience,
+        )
+        logger.info(self.auth.describe())
         self.persisted = PersistedQueries(settings.query_cache_size)
         self.lifecycle: Lifecycle | None = None
         self._built_from = self._schema_key()
@@ -51,7 +64,9 @@ class Gateway:
 
     def _build(self) -> GatewaySchema:
         return build_schema(
-            list(self.runtime.entries.values()), extensions=schema_extensions(self.settings)
+            list(self.runtime.entries.values()),
+            extensions=schema_extensions(self.settings),
+            suggestions=self.settings.introspection_enabled,
         )
 
     def _schema_key(self) -> list[tuple[object, ...]]:

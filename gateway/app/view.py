@@ -16,7 +16,7 @@ from strawberry.schema import BaseSchema
 from gateway.api import GatewayContext
 from gateway.api.fastpath import FastResponse
 from gateway.app.state import Gateway
-from gateway.errors import BadRequestError
+from gateway.errors import BadRequestError, UnauthenticatedError
 from gateway.examples import example_operations
 from gateway.graphiql import ExampleTab, render_graphiql_page
 
@@ -33,6 +33,14 @@ def _json(answer: FastResponse) -> Response:
         status_code=answer.status,
         headers=answer.headers,
         media_type="application/json",
+    )
+
+
+def _unauthenticated(exc: UnauthenticatedError) -> Response:
+    # GraphQL over HTTP: a request the server refuses to run gets a 4xx status.
+    error = {"message": exc.message, "extensions": {"code": exc.code}}
+    return JSONResponse(
+        {"errors": [error]}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
     )
 
 
@@ -68,6 +76,13 @@ class GraphQLView(GraphQL[GatewayContext, None]):
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> GatewayContext:
         current = self._gateway.current
+        principal = request.scope.get("gateway.principal")
+        failure = None
+        if principal is None:  # a websocket: credentials checked for each operation
+            try:
+                principal = self._gateway.auth.authenticate(request.headers)
+            except UnauthenticatedError as exc:
+                failure = exc.message
         return GatewayContext(
             self._gateway.runtime,
             self._gateway.settings,
@@ -75,6 +90,8 @@ class GraphQLView(GraphQL[GatewayContext, None]):
             request=request,
             response=response,
             lifecycle=self._gateway.lifecycle,
+            caller_principal=principal,
+            auth_failure=failure,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -82,6 +99,12 @@ class GraphQLView(GraphQL[GatewayContext, None]):
             await super().__call__(scope, receive, send)
             return
         request = Request(scope, receive=receive)
+        if not (scope["method"] == "GET" and "text/html" in request.headers.get("accept", "")):
+            try:  # every GraphQL request, whichever path runs it (the explorer's page: none)
+                scope["gateway.principal"] = self._gateway.auth.authenticate(request.headers)
+            except UnauthenticatedError as exc:
+                await _unauthenticated(exc)(scope, receive, send)
+                return
         if scope["method"] == "POST" and _is_json(request):
             body = await request.body()
             fast = await self._fast(request, body)
@@ -117,6 +140,7 @@ class GraphQLView(GraphQL[GatewayContext, None]):
             current.typed,
             request=request,
             lifecycle=self._gateway.lifecycle,
+            caller_principal=request.scope["gateway.principal"],
         )
         answer = await fast.handle(payload, ctx)
         if answer is not None:

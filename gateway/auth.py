@@ -103,7 +103,7 @@ def new_key(key_id: str) -> tuple[str, str]:
     """A new API key for ``key_id`` and the hash to put in the keys file."""
     if not key_id.isidentifier():
         raise ConfigError(f"key id {key_id!r}: use letters, digits and underscores")
-    secret = secrets.token_urlsafe(32)
+    secret = secrets.token_hex(32)  # hex: no "_", so the id is what comes before the last one
     return f"{_KEY_PREFIX}{key_id}_{secret}", hash_key(secret)
 
 

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from gateway import __version__
 from gateway.api import build_schema
+from gateway.auth import new_key
 from gateway.config import Settings
 from gateway.errors import ConfigError
 from gateway.repository import scan_repository
@@ -30,6 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "export-schema":
             return _export_schema(args, sys.stdout)
+        if args.command == "new-key":
+            return _new_key(args, sys.stdout)
         return _check(args, sys.stdout)
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
@@ -60,7 +63,28 @@ def _parser() -> argparse.ArgumentParser:
         "check", help="load a repository, run each model once, print a table"
     )
     check.add_argument("path", type=Path, nargs="?", help="model repository (default: models/)")
+
+    key = commands.add_parser(
+        "new-key", help="make an API key: print it once, and its entry for the keys file"
+    )
+    key.add_argument("id", help="the key's name (letters, digits, underscores)")
+    key.add_argument(
+        "--scopes",
+        default="predict,metadata",
+        help="comma-separated: predict, predict:<model>, metadata, admin (default: %(default)s)",
+    )
     return parser
+
+
+def _new_key(args: argparse.Namespace, out: TextIO) -> int:
+    key, hashed = new_key(args.id)
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    out.write(
+        f"# The API key (shown once; the gateway keeps only its hash):\n# {key}\n"
+        f'[[keys]]\nid = "{args.id}"\nhash = "{hashed}"\n'
+        f"scopes = [{', '.join(repr(s).replace(chr(39), chr(34)) for s in scopes)}]\n"
+    )
+    return 0
 
 
 def _settings(**flags: object) -> Settings:

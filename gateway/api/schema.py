@@ -12,11 +12,13 @@ from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from gateway.api import generic
 from gateway.api.admin import MUTATIONS, model_events
 from gateway.api.predict import DirectResolvers, build_predict_type, direct_resolvers
 from gateway.errors import ConfigError
+from gateway.security import format_errors
 from gateway.typed import TypedModel, build_typed_model
 from gateway.versions import ModelEntry
 
@@ -59,8 +61,17 @@ class _Schema(strawberry.Schema):
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         # Strawberry logs every error with its traceback; ErrorCodes logs the unexpected ones
-        # once, with an error id, and a client's mistake is not worth a traceback.
-        return None
+        # once, with an error id, and a client's mistake is not worth a traceback. A
+        # subscription's results bypass ErrorCodes: they get their codes here.
+        if execution_context is not None and _is_subscription(execution_context):
+            errors[:] = format_errors(errors)
+
+
+def _is_subscription(execution_context: ExecutionContext) -> bool:
+    try:
+        return execution_context.operation_type is OperationType.SUBSCRIPTION
+    except Exception:  # no operation (the document did not parse)
+        return False
 
 
 @dataclass(frozen=True, slots=True)

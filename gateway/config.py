@@ -129,6 +129,20 @@ class Settings:
         default=16_777_216,
         metadata=_doc("Largest input tensor accepted, in elements, per input of a request."),
     )
+    max_body_bytes: int = field(
+        default=8 * 1024 * 1024,
+        metadata=_doc("Largest request body accepted, in bytes; beyond, HTTP 413."),
+    )
+    max_depth: int = field(default=15, metadata=_doc("Deepest field nesting of an operation."))
+    max_aliases: int = field(default=30, metadata=_doc("Most aliases in an operation."))
+    max_directives: int = field(default=20, metadata=_doc("Most directives in an operation."))
+    max_tokens: int = field(default=5000, metadata=_doc("Most tokens in a GraphQL document."))
+    max_cost: int = field(
+        default=4096,
+        metadata=_doc(
+            "Most model rows one operation may run (prediction fields, batch rows, infer rows)."
+        ),
+    )
     max_batch_rows: int = field(
         default=4096, metadata=_doc("Most rows one typed batch field may carry.")
     )
@@ -264,6 +278,9 @@ class Settings:
         _check_min("inference_threads", self.inference_threads, 1)
         _check_min("max_tensor_elements", self.max_tensor_elements, 1)
         _check_min("max_batch_rows", self.max_batch_rows, 1)
+        for key in ("max_body_bytes", "max_depth", "max_aliases", "max_tokens", "max_cost"):
+            _check_min(key, getattr(self, key), 1)
+        _check_min("max_directives", self.max_directives, 0)
         _check_min("max_batch_size", self.max_batch_size, 1)
         _check_min("query_cache_size", self.query_cache_size, 1)
         _check_min("max_delay_us", self.max_delay_us, 0)

@@ -30,9 +30,11 @@ def error_code(error: GraphQLError, *, validation: bool = False) -> str:
     """The contract's code for ``error``."""
     original = error.original_error
     if isinstance(error, GraphQLSyntaxError) or isinstance(original, GraphQLSyntaxError):
-        return "GRAPHQL_PARSE_FAILED"
+        # graphql-core's max_tokens stops parsing with a syntax error: it is a query limit.
+        return "QUERY_TOO_COMPLEX" if "more than" in error.message else "GRAPHQL_PARSE_FAILED"
     if validation:
-        return "GRAPHQL_VALIDATION_FAILED"
+        coded = (error.extensions or {}).get("code")  # the query limits rule codes its own
+        return coded if coded == "QUERY_TOO_COMPLEX" else "GRAPHQL_VALIDATION_FAILED"
     if isinstance(original, GatewayError):
         return original.code
     if isinstance(original, GraphQLError) or (error.path is None and original is None):

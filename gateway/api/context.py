@@ -8,6 +8,7 @@ from typing import Any
 
 import strawberry
 
+from gateway.api.limits import RowBudget
 from gateway.auth import Principal
 from gateway.config import Settings
 from gateway.errors import UnauthenticatedError
@@ -42,6 +43,13 @@ class GatewayContext:
     caller_principal: Principal | None = None
     #: Why the credentials sent were refused (a websocket learns it per operation).
     auth_failure: str | None = None
+    #: Model rows the operation may still run (None: no limit, as in-process).
+    budget: RowBudget | None = None
+
+    def spend(self, rows: int) -> None:
+        """Count ``rows`` against the operation's budget (QUERY_TOO_COMPLEX past it)."""
+        if self.budget is not None:
+            self.budget.spend(rows)
 
     @property
     def principal(self) -> Principal:

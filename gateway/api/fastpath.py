@@ -17,10 +17,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from graphql import GraphQLError, parse, validate
+from graphql import GraphQLError, parse, specified_rules, validate
 
 from gateway.api.context import GatewayContext
 from gateway.api.execute import coerce_variables, execute_plan
+from gateway.api.limits import QueryLimits, RowBudget, query_limits_rule
 from gateway.api.observe import OperationRecord, outcome
 from gateway.api.plan import OperationPlan, Unsupported, compile_operation
 from gateway.api.schema import GatewaySchema
@@ -65,11 +66,20 @@ def _error(message: str, code: str, status: int = 200) -> FastResponse:
 class FastPath:
     """Compiled plans of one schema, and the persisted queries of the application."""
 
-    def __init__(self, built: GatewaySchema, persisted: PersistedQueries, capacity: int) -> None:
+    def __init__(
+        self,
+        built: GatewaySchema,
+        persisted: PersistedQueries,
+        capacity: int,
+        *,
+        limits: QueryLimits | None = None,
+    ) -> None:
         self._built = built
         self._graphql_schema = built.schema._schema
         self._persisted = persisted
         self._capacity = capacity
+        self._limits = limits or QueryLimits()
+        self._rules = [*specified_rules, query_limits_rule(self._limits)]
         self._plans: OrderedDict[tuple[str, str | None], OperationPlan | None] = OrderedDict()
 
     def resolve_persisted(self, payload: dict[str, Any]) -> FastResponse | None:
@@ -111,6 +121,7 @@ class FastPath:
         if isinstance(coerced, list):  # the normal path words these errors
             return None
         record = OperationRecord(ctx)
+        ctx.budget = RowBudget(self._limits.max_cost)
         result = await execute_plan(plan, coerced, ctx)
         headers: dict[str, str] = {}
         status = _Status()
@@ -137,11 +148,12 @@ class FastPath:
         return plan
 
     def _compile(self, query: str, name: str | None) -> OperationPlan | None:
+        # The same limits as Strawberry's path; what fails them goes there to be worded.
         try:
-            document = parse(query)
+            document = parse(query, max_tokens=self._limits.max_tokens)
         except GraphQLError:
             return None
-        if validate(self._graphql_schema, document):
+        if validate(self._graphql_schema, document, self._rules):
             return None
         try:
             return compile_operation(

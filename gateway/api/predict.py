@@ -74,6 +74,7 @@ async def predict_rows(
 ) -> tuple[int, list[dict[str, Any]]]:
     """Run ``rows`` through the model; returns the version that answered and per-row values."""
     ctx.check_predict(tm.model)
+    ctx.spend(len(rows))
     ctx.models.add(tm.model)
     attributes: dict[str, AttributeValue] = {MODEL_ATTRIBUTE: tm.model, "gateway.rows": len(rows)}
     with ctx.runtime.observer.span("gateway.predict", attributes) as span:

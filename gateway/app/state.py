@@ -5,11 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from strawberry.extensions import DisableIntrospection, SchemaExtension, ValidationCache
+from strawberry.extensions import (
+    AddValidationRules,
+    DisableIntrospection,
+    MaxTokensLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
 
 from gateway.api import GatewaySchema, build_schema
 from gateway.api.caches import DocumentCache
 from gateway.api.fastpath import FastPath, PersistedQueries
+from gateway.api.limits import QueryLimits, query_limits_rule
 from gateway.api.observe import OperationObserver
 from gateway.auth import Authenticator
 from gateway.config import Settings
@@ -27,10 +34,14 @@ def schema_extensions(settings: Settings) -> Sequence[Callable[[], SchemaExtensi
     """The schema extensions, outermost first: the observer sees errors after ErrorCodes coded
     them; parsing and validation are cached per distinct document."""
     size = settings.query_cache_size
+    limits = QueryLimits.from_settings(settings)
+    rule = query_limits_rule(limits)
     extensions: list[Callable[[], SchemaExtension]] = [
         OperationObserver,
         ErrorCodes,
+        lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
         lambda: DocumentCache(maxsize=size),
+        lambda: AddValidationRules([rule]),
         lambda: ValidationCache(maxsize=size),
     ]
     if not settings.introspection_enabled:
@@ -60,7 +71,16 @@ class Gateway:
         self.lifecycle: Lifecycle | None = None
         self._built_from = self._schema_key()
         self.current: GatewaySchema = self._build()
-        self.fast = FastPath(self.current, self.persisted, settings.query_cache_size)
+        self.fast = self._fast_path()
+
+    def _fast_path(self) -> FastPath:
+        settings = self.settings
+        return FastPath(
+            self.current,
+            self.persisted,
+            settings.query_cache_size,
+            limits=QueryLimits.from_settings(settings),
+        )
 
     def _build(self) -> GatewaySchema:
         return build_schema(
@@ -95,7 +115,7 @@ class Gateway:
         flight finish on the schema they started with."""
         self._built_from = self._schema_key()
         self.current = self._build()
-        self.fast = FastPath(self.current, self.persisted, self.settings.query_cache_size)
+        self.fast = self._fast_path()
         for name, typed in sorted(self.current.typed.items()):
             if isinstance(typed, str):
                 logger.warning(

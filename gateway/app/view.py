@@ -15,6 +15,7 @@ from strawberry.schema import BaseSchema
 
 from gateway.api import GatewayContext
 from gateway.api.fastpath import FastResponse
+from gateway.api.limits import RowBudget
 from gateway.app.state import Gateway
 from gateway.errors import BadRequestError, UnauthenticatedError
 from gateway.examples import example_operations
@@ -42,6 +43,28 @@ def _unauthenticated(exc: UnauthenticatedError) -> Response:
     return JSONResponse(
         {"errors": [error]}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
     )
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None when it is larger than ``limit`` (read no further than that)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> Response:
+    error = {
+        "message": f"the request body is larger than {limit} bytes (max_body_bytes)",
+        "extensions": {"code": BadRequestError.code},
+    }
+    return JSONResponse({"errors": [error]}, status_code=413)
 
 
 def _replay(body: bytes) -> Receive:
@@ -92,6 +115,7 @@ class GraphQLView(GraphQL[GatewayContext, None]):
             lifecycle=self._gateway.lifecycle,
             caller_principal=principal,
             auth_failure=failure,
+            budget=RowBudget(self._gateway.settings.max_cost),
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -105,14 +129,20 @@ class GraphQLView(GraphQL[GatewayContext, None]):
             except UnauthenticatedError as exc:
                 await _unauthenticated(exc)(scope, receive, send)
                 return
-        if scope["method"] == "POST" and _is_json(request):
-            body = await request.body()
-            fast = await self._fast(request, body)
-            if isinstance(fast, Response):
-                await fast(scope, receive, send)
+        if scope["method"] == "POST":
+            limit = self._gateway.settings.max_body_bytes
+            body = await _read_body(request, limit)
+            if body is None:
+                await _too_large(limit)(scope, receive, send)
                 return
-            # Strawberry reads the body again: replay it (with a persisted query filled in).
-            request = Request(scope, receive=_replay(fast))
+            if _is_json(request):
+                fast = await self._fast(request, body)
+                if isinstance(fast, Response):
+                    await fast(scope, receive, send)
+                    return
+                body = fast  # with a persisted query filled in
+            # Strawberry reads the body again: replay it.
+            request = Request(scope, receive=_replay(body))
         try:
             response: Response = await self.run(request)
         except HTTPException as exc:

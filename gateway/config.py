@@ -136,7 +136,10 @@ class Settings:
     max_depth: int = field(default=15, metadata=_doc("Deepest field nesting of an operation."))
     max_aliases: int = field(default=30, metadata=_doc("Most aliases in an operation."))
     max_directives: int = field(default=20, metadata=_doc("Most directives in an operation."))
-    max_tokens: int = field(default=5000, metadata=_doc("Most tokens in a GraphQL document."))
+    max_tokens: int = field(
+        default=2000,
+        metadata=_doc("Most tokens in a GraphQL document (send big inputs as variables)."),
+    )
     max_cost: int = field(
         default=4096,
         metadata=_doc(

@@ -118,7 +118,9 @@ def test_graphql_posts_in_process_fast_and_fallback(tmp_path: Path) -> None:
             text = await client.post(
                 "/graphql", content=IRIS, headers={"content-type": "application/graphql"}
             )
-            assert text.status_code == 400
-            assert text.json()["errors"][0]["message"] == "Unsupported content type"
+            assert text.status_code == 415  # GraphQL over HTTP: Unsupported Media Type
+            (error,) = text.json()["errors"]
+            assert error["extensions"]["code"] == "BAD_REQUEST"
+            assert "unsupported content type 'application/graphql'" in error["message"]
 
     asyncio.run(scenario())

@@ -14,14 +14,21 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from graphql import GraphQLError, parse, specified_rules, validate
+from graphql import ASTValidationRule, GraphQLError, parse, specified_rules, validate
 
 from gateway.api.context import GatewayContext
 from gateway.api.execute import coerce_variables, execute_plan
-from gateway.api.limits import QueryLimits, RowBudget, query_limits_rule
+from gateway.api.limits import (
+    TOO_COMPLEX,
+    QueryLimits,
+    RowBudget,
+    query_limits_rule,
+    too_many_tokens,
+)
 from gateway.api.observe import OperationRecord, outcome
 from gateway.api.plan import OperationPlan, Unsupported, compile_operation
 from gateway.api.schema import GatewaySchema
@@ -73,14 +80,18 @@ class FastPath:
         capacity: int,
         *,
         limits: QueryLimits | None = None,
+        rules: Sequence[type[ASTValidationRule]] = (),
     ) -> None:
         self._built = built
         self._graphql_schema = built.schema._schema
         self._persisted = persisted
         self._capacity = capacity
         self._limits = limits or QueryLimits()
-        self._rules = [*specified_rules, query_limits_rule(self._limits)]
-        self._plans: OrderedDict[tuple[str, str | None], OperationPlan | None] = OrderedDict()
+        # Strawberry's order: graphql-core's rules, then the extensions' (limits, introspection).
+        self._rules = [*specified_rules, query_limits_rule(self._limits), *rules]
+        self._plans: OrderedDict[tuple[str, str | None], OperationPlan | _Refusal | None] = (
+            OrderedDict()
+        )
 
     def resolve_persisted(self, payload: dict[str, Any]) -> FastResponse | None:
         """Apply the persisted-query protocol to ``payload`` in place: fill in or remember its
@@ -117,6 +128,9 @@ class FastPath:
         plan = self._plan(query, name)
         if plan is None:
             return None
+        if isinstance(plan, _Refusal):
+            OperationRecord(ctx).finish(None, None, query, TOO_COMPLEX)
+            return FastResponse({"data": None, "errors": list(plan.errors)})
         coerced = coerce_variables(plan, variables)
         if isinstance(coerced, list):  # the normal path words these errors
             return None
@@ -136,7 +150,7 @@ class FastPath:
         headers.update(status.headers)
         return FastResponse(body, status.status_code or 200, headers)
 
-    def _plan(self, query: str, name: str | None) -> OperationPlan | None:
+    def _plan(self, query: str, name: str | None) -> OperationPlan | _Refusal | None:
         key = (query, name)
         if key in self._plans:
             self._plans.move_to_end(key)
@@ -147,13 +161,22 @@ class FastPath:
             self._plans.popitem(last=False)
         return plan
 
-    def _compile(self, query: str, name: str | None) -> OperationPlan | None:
-        # The same limits as Strawberry's path; what fails them goes there to be worded.
+    def _compile(self, query: str, name: str | None) -> OperationPlan | _Refusal | None:
+        # The same limits as Strawberry's path. A document over them is refused here, and the
+        # refusal kept like a plan: repeating it costs a lookup, not a parse.
+        if too_many_tokens(query, self._limits.max_tokens):
+            message = f"the document has more than {self._limits.max_tokens} tokens (max_tokens)"
+            return _Refusal(({"message": message, "extensions": {"code": TOO_COMPLEX}},))
         try:
             document = parse(query, max_tokens=self._limits.max_tokens)
         except GraphQLError:
             return None
-        if validate(self._graphql_schema, document, self._rules):
+        errors = validate(self._graphql_schema, document, self._rules)
+        if any((e.extensions or {}).get("code") == TOO_COMPLEX for e in errors):
+            # Worded as Strawberry's validation words them: every error, with its code.
+            formatted = format_errors(errors, validation=errors)
+            return _Refusal(tuple(dict(e.formatted) for e in formatted))
+        if errors:
             return None
         try:
             return compile_operation(
@@ -165,6 +188,13 @@ class FastPath:
             )
         except Unsupported:
             return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    """A document over the query limits: the errors it is answered with."""
+
+    errors: tuple[dict[str, Any], ...]
 
 
 class _Status:

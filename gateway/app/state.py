@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
+from graphql.validation import NoSchemaIntrospectionCustomRule
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
@@ -80,6 +81,7 @@ class Gateway:
             self.persisted,
             settings.query_cache_size,
             limits=QueryLimits.from_settings(settings),
+            rules=() if settings.introspection_enabled else (NoSchemaIntrospectionCustomRule,),
         )
 
     def _build(self) -> GatewaySchema:

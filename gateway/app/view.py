@@ -64,7 +64,17 @@ def _too_large(limit: int) -> Response:
         "message": f"the request body is larger than {limit} bytes (max_body_bytes)",
         "extensions": {"code": BadRequestError.code},
     }
-    return JSONResponse({"errors": [error]}, status_code=413)
+    # Connection: close, so the server stops there instead of reading the rest of the body.
+    return JSONResponse({"errors": [error]}, status_code=413, headers={"Connection": "close"})
+
+
+def _unsupported_media(request: Request) -> Response:
+    given = request.headers.get("content-type", "none")
+    error = {
+        "message": f"unsupported content type {given!r}: send application/json",
+        "extensions": {"code": BadRequestError.code},
+    }
+    return JSONResponse({"errors": [error]}, status_code=415)
 
 
 def _replay(body: bytes) -> Receive:
@@ -135,12 +145,14 @@ class GraphQLView(GraphQL[GatewayContext, None]):
             if body is None:
                 await _too_large(limit)(scope, receive, send)
                 return
-            if _is_json(request):
-                fast = await self._fast(request, body)
-                if isinstance(fast, Response):
-                    await fast(scope, receive, send)
-                    return
-                body = fast  # with a persisted query filled in
+            if not _is_json(request):  # GraphQL over HTTP: POST bodies are JSON
+                await _unsupported_media(request)(scope, receive, send)
+                return
+            fast = await self._fast(request, body)
+            if isinstance(fast, Response):
+                await fast(scope, receive, send)
+                return
+            body = fast  # with a persisted query filled in
             # Strawberry reads the body again: replay it.
             request = Request(scope, receive=_replay(body))
         try:

@@ -57,6 +57,8 @@ class Principal:
     id: str
     scopes: frozenset[str]
     kind: str  # "anonymous", "api-key" or "jwt"
+    #: The caller's own rate limit (an API key's ``rate``), over the server's.
+    rate: str | None = None
 
     def may_predict(self, model: str, required: Iterable[str] = ()) -> bool:
         """Whether the caller may run ``model`` (whose model.toml requires one of ``required``)."""
@@ -90,6 +92,7 @@ class _Key:
     salt: bytes
     digest: bytes
     scopes: frozenset[str]
+    rate: str | None = None
 
 
 def hash_key(secret: str, salt: bytes | None = None) -> str:
@@ -177,7 +180,7 @@ class Authenticator:
         digest = hashlib.sha256((key.salt if key else b"") + secret.encode()).digest()
         if key is None or not hmac.compare_digest(digest, key.digest):
             raise UnauthenticatedError("invalid API key")
-        principal = Principal(key.id, key.scopes, "api-key")
+        principal = Principal(key.id, key.scopes, "api-key", key.rate)
         if len(self._verified) < 10_000:  # a bound: keys are few, forged ones are not cached
             self._verified[token] = principal
         return principal
@@ -258,6 +261,9 @@ def _read_keys(path: Path) -> dict[str, _Key]:
         scopes = table.get("scopes", [])
         if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
             raise ConfigError(f"{where}: scopes must be a list of strings")
+        rate = table.get("rate")
+        if rate is not None and not isinstance(rate, str):
+            raise ConfigError(f"{where}: rate must be a string like 10/second")
         key_id = str(table["id"])
-        keys[key_id] = _Key(key_id, salt_bytes, digest_bytes, frozenset(scopes))
+        keys[key_id] = _Key(key_id, salt_bytes, digest_bytes, frozenset(scopes), rate)
     return keys

@@ -206,6 +206,17 @@ class Settings:
     )
     jwt_issuer: str | None = field(default=None, metadata=_doc("Required JWT iss claim."))
     jwt_audience: str | None = field(default=None, metadata=_doc("Required JWT aud claim."))
+    rate_limit: str | None = field(
+        default=None,
+        metadata=_doc(
+            "Requests per caller (API key, token subject, else client address), e.g. "
+            "100/second; beyond, RATE_LIMITED (HTTP 429). Default: none."
+        ),
+    )
+    rate_limit_storage: str = field(
+        default="memory://",
+        metadata=_doc("Where rate-limit counters live: memory://, or redis://host:port shared."),
+    )
     introspection: str = field(
         default="auto",
         metadata=_doc(

@@ -211,3 +211,21 @@ def test_secrets_stay_out_of_settings_repr_and_config_errors() -> None:
     with pytest.raises(ConfigError) as info:
         Settings.load(environ={"GATEWAY_JWT_SECRET": SECRET, "GATEWAY_JWT_JWKS": "x.json"})
     assert SECRET not in str(info.value)
+
+
+def test_rate_limits_per_key_and_per_client(tmp_path: Path) -> None:
+    key, hashed = new_key("slow")
+    (tmp_path / "keys.toml").write_text(
+        f'[[keys]]\nid = "slow"\nhash = "{hashed}"\nscopes = ["predict"]\nrate = "3/minute"\n'
+    )
+    root = write_repository(tmp_path / "repo", {"m/1": _scaled(1)})
+    for client in _app(
+        root, GATEWAY_API_KEYS_FILE=str(tmp_path / "keys.toml"), GATEWAY_RATE_LIMIT="5/minute"
+    ):
+        statuses = [_post(client, INFER, key)[0] for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]  # the key's own rate
+        response = client.post("/graphql", json={"query": INFER}, headers={"X-API-Key": key})
+        assert response.status_code == 429 and int(response.headers["Retry-After"]) >= 1
+        assert _code(response.json()) == "RATE_LIMITED"
+        anonymous = [_post(client, INFER)[0] for _ in range(6)]  # the server's, by address
+        assert anonymous == [200] * 5 + [429]

@@ -22,6 +22,7 @@ from gateway.api.observe import OperationObserver
 from gateway.auth import Authenticator
 from gateway.config import Settings
 from gateway.lifecycle import Lifecycle
+from gateway.ratelimit import RateLimiter
 from gateway.runtime import ModelRuntime
 from gateway.security import ErrorCodes
 from gateway.telemetry import Telemetry
@@ -67,7 +68,13 @@ class Gateway:
             jwt_issuer=settings.jwt_issuer,
             jwt_audience=settings.jwt_audience,
         )
-        logger.info(self.auth.describe())
+        self.rate = RateLimiter(settings.rate_limit, settings.rate_limit_storage)
+        logger.info(
+            "%s; rate limit: %s; introspection: %s",
+            self.auth.describe(),
+            settings.rate_limit or "none",
+            "on" if settings.introspection_enabled else "off",
+        )
         self.persisted = PersistedQueries(settings.query_cache_size)
         self.lifecycle: Lifecycle | None = None
         self._built_from = self._schema_key()

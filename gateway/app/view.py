@@ -68,6 +68,14 @@ def _too_large(limit: int) -> Response:
     return JSONResponse({"errors": [error]}, status_code=413, headers={"Connection": "close"})
 
 
+def _rate_limited(wait: int) -> Response:
+    error = {
+        "message": f"too many requests from this caller; retry in {wait} s",
+        "extensions": {"code": "RATE_LIMITED"},
+    }
+    return JSONResponse({"errors": [error]}, status_code=429, headers={"Retry-After": str(wait)})
+
+
 def _unsupported_media(request: Request) -> Response:
     given = request.headers.get("content-type", "none")
     error = {
@@ -135,10 +143,18 @@ class GraphQLView(GraphQL[GatewayContext, None]):
         request = Request(scope, receive=receive)
         if not (scope["method"] == "GET" and "text/html" in request.headers.get("accept", "")):
             try:  # every GraphQL request, whichever path runs it (the explorer's page: none)
-                scope["gateway.principal"] = self._gateway.auth.authenticate(request.headers)
+                principal = self._gateway.auth.authenticate(request.headers)
             except UnauthenticatedError as exc:
                 await _unauthenticated(exc)(scope, receive, send)
                 return
+            scope["gateway.principal"] = principal
+            rate = self._gateway.rate
+            if rate.enabled or principal.rate:
+                client = request.client.host if request.client else None
+                wait = rate.retry_after(principal, client)
+                if wait is not None:
+                    await _rate_limited(wait)(scope, receive, send)
+                    return
         if scope["method"] == "POST":
             limit = self._gateway.settings.max_body_bytes
             body = await _read_body(request, limit)

@@ -114,6 +114,9 @@ def _serve(args: argparse.Namespace) -> int:
         "log_config": None,
         "access_log": False,
     }
+    if settings.tls_certfile is not None:
+        options["ssl_certfile"] = str(settings.tls_certfile)
+        options["ssl_keyfile"] = str(settings.tls_keyfile)
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **options)
         return 0

@@ -206,6 +206,19 @@ class Settings:
     )
     jwt_issuer: str | None = field(default=None, metadata=_doc("Required JWT iss claim."))
     jwt_audience: str | None = field(default=None, metadata=_doc("Required JWT aud claim."))
+    cors_origins: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc(
+            "Origins whose pages may call the API from a browser (CORS) and open "
+            "subscriptions, comma-separated, e.g. https://app.example.com. Default: none."
+        ),
+    )
+    tls_certfile: Path | None = field(
+        default=None, metadata=_doc("Serve HTTPS with this certificate (PEM).")
+    )
+    tls_keyfile: Path | None = field(
+        default=None, metadata=_doc("The private key of tls_certfile (PEM).")
+    )
     rate_limit: str | None = field(
         default=None,
         metadata=_doc(
@@ -287,6 +300,8 @@ class Settings:
                 f"host is {self.host!r}: give an API key or token the admin scope instead"
             )
         _check_choice("introspection", self.introspection, ("on", "off", "auto"))
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ConfigError("tls_certfile and tls_keyfile: give both or neither")
         if self.jwt_secret is not None and self.jwt_jwks is not None:
             raise ConfigError("jwt_secret and jwt_jwks: configure one of them")
         _check_min("inference_threads", self.inference_threads, 1)

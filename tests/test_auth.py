@@ -229,3 +229,44 @@ def test_rate_limits_per_key_and_per_client(tmp_path: Path) -> None:
         assert _code(response.json()) == "RATE_LIMITED"
         anonymous = [_post(client, INFER)[0] for _ in range(6)]  # the server's, by address
         assert anonymous == [200] * 5 + [429]
+
+
+def test_cors_allow_list_page_headers_and_websocket_origins(tmp_path: Path) -> None:
+    root = write_repository(tmp_path / "repo", {"m/1": _scaled(1)})
+    for client in _app(root, GATEWAY_CORS_ORIGINS="https://app.example"):
+        allowed = {"Origin": "https://app.example"}
+        preflight = client.options(
+            "/graphql",
+            headers={
+                **allowed,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        answer = client.post("/graphql", json={"query": INFER}, headers=allowed)  # fast lane
+        assert answer.headers["access-control-allow-origin"] == "https://app.example"
+        other = client.post(
+            "/graphql", json={"query": INFER}, headers={"Origin": "https://evil.example"}
+        )
+        assert "access-control-allow-origin" not in other.headers
+        page = client.get("/graphql", headers={"Accept": "text/html"})
+        assert page.headers["x-frame-options"] == "DENY"
+        assert page.headers["x-content-type-options"] == "nosniff"
+        for origin, accepted in (("https://app.example", True), ("https://evil.example", False)):
+            try:
+                with client.websocket_connect(
+                    "/graphql", subprotocols=["graphql-transport-ws"], headers={"Origin": origin}
+                ) as ws:
+                    ws.send_json({"type": "connection_init"})
+                    assert ws.receive_json()["type"] == "connection_ack"
+                opened = True
+            except Exception:  # the handshake refused
+                opened = False
+            assert opened is accepted, origin
+
+
+def test_tls_settings_come_in_pairs() -> None:
+    with pytest.raises(ConfigError, match="tls_certfile and tls_keyfile"):
+        Settings.load(environ={"GATEWAY_TLS_CERTFILE": "cert.pem"})

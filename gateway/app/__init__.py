@@ -8,9 +8,11 @@ import gc
 import logging
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
@@ -53,6 +55,15 @@ class _GatewayApp(Starlette):
             await self.graphql_post(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+
+def _cors(settings: Settings) -> dict[str, Any]:
+    return {
+        "allow_origins": list(settings.cors_origins),
+        "allow_methods": ["GET", "POST"],
+        "allow_headers": ["Authorization", "Content-Type", "X-API-Key", "X-Caller-Key"],
+        "max_age": 600,
+    }
 
 
 async def _watch(gateway: Gateway) -> None:
@@ -179,8 +190,15 @@ def create_app(
     app = _GatewayApp(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(HTTPMetricsMiddleware, gateway=gateway)],
+        middleware=[
+            *([Middleware(CORSMiddleware, **_cors(settings))] if settings.cors_origins else []),
+            Middleware(HTTPMetricsMiddleware, gateway=gateway),
+        ],
     )
-    app.graphql_post = HTTPMetricsMiddleware(view, gateway=gateway)
+    graphql_post: ASGIApp = HTTPMetricsMiddleware(view, gateway=gateway)
+    if settings.cors_origins:
+        # The POST fast lane skips the middleware stack: it gets the same CORS handling.
+        graphql_post = CORSMiddleware(graphql_post, **_cors(settings))
+    app.graphql_post = graphql_post
     app.state.gateway = gateway
     return app

@@ -21,7 +21,16 @@ from gateway.errors import BadRequestError, UnauthenticatedError
 from gateway.examples import example_operations
 from gateway.graphiql import ExampleTab, render_graphiql_page
 
-__all__ = ["GraphQLView"]
+__all__ = ["PAGE_HEADERS", "GraphQLView"]
+
+
+#: On the HTML pages (the explorer sets its Content-Security-Policy in a meta element).
+PAGE_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
 
 
 def _is_json(request: Request) -> bool:
@@ -104,7 +113,13 @@ class GraphQLView(GraphQL[GatewayContext, None]):
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
         self._page: tuple[object, str] | None = None  # (schema it was made for, page)
-        super().__init__(gateway.current.schema, graphql_ide="graphiql")
+        # Strawberry refuses websockets opened by pages of other origins than these (a
+        # subscription would run with the user's cookies and network position).
+        super().__init__(
+            gateway.current.schema,
+            graphql_ide="graphiql",
+            allowed_origins=gateway.settings.cors_origins,
+        )
 
     # The schema is rebuilt when models load: every request reads the one of its moment.
     @property
@@ -228,4 +243,4 @@ class GraphQLView(GraphQL[GatewayContext, None]):
                 tabs=tabs,
             )
             self._page = (current, page)
-        return HTMLResponse(self._page[1])
+        return HTMLResponse(self._page[1], headers=PAGE_HEADERS)

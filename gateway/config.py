@@ -206,6 +206,10 @@ class Settings:
     )
     jwt_issuer: str | None = field(default=None, metadata=_doc("Required JWT iss claim."))
     jwt_audience: str | None = field(default=None, metadata=_doc("Required JWT aud claim."))
+    request_timeout_seconds: float = field(
+        default=30.0,
+        metadata=_doc("Longest a GraphQL request may run; beyond, TIMEOUT (HTTP 504)."),
+    )
     cors_origins: tuple[str, ...] = field(
         default=(),
         metadata=_doc(
@@ -292,6 +296,11 @@ class Settings:
         _check_choice("log_format", self.log_format, LOG_FORMATS)
         _check_min("trace_viewer_size", self.trace_viewer_size, 1)
         _check_min("trace_min_step_us", self.trace_min_step_us, 0)
+        if not self.request_timeout_seconds > 0:
+            raise ConfigError(
+                f"request_timeout_seconds: invalid value {self.request_timeout_seconds!r}: "
+                "expected > 0"
+            )
         if not self.poll_seconds >= 0:
             raise ConfigError(f"poll_seconds: invalid value {self.poll_seconds!r}: expected >= 0")
         if self.admin_api and self.host not in LOOPBACK_HOSTS:

@@ -16,6 +16,7 @@ Never rename one.
     ├── ForbiddenError                FORBIDDEN
     ├── RateLimitedError              RATE_LIMITED
     ├── OverloadedError               OVERLOADED
+    ├── RequestTimeoutError           TIMEOUT (past request_timeout_seconds; HTTP 504)
     └── InferenceError                INTERNAL_SERVER_ERROR (ONNX Runtime failed on valid input)
 """
 
@@ -34,6 +35,7 @@ __all__ = [
     "OverloadedError",
     "QueryTooComplexError",
     "RateLimitedError",
+    "RequestTimeoutError",
     "UnauthenticatedError",
 ]
 
@@ -114,6 +116,12 @@ class OverloadedError(GatewayError):
     """The server is shedding load."""
 
     code = "OVERLOADED"
+
+
+class RequestTimeoutError(GatewayError):
+    """The request ran longer than the server allows; its work was cancelled."""
+
+    code = "TIMEOUT"
 
 
 class InferenceError(GatewayError):

@@ -137,6 +137,7 @@ def create_app(
                 try:
                     await gateway.runtime.load_all_async()
                     gateway.rebuild()
+                    gateway.loaded = True  # /readyz: the schema has the models now
                 except Exception:  # a bug: /readyz stays 503 "loading", and this says why
                     logger.exception("the initial load failed")
                     raise
@@ -146,6 +147,7 @@ def create_app(
             loading = asyncio.create_task(load())
         else:
             gateway.rebuild()
+            gateway.loaded = True
             loading = asyncio.create_task(_watch(gateway))
         try:
             yield
@@ -162,7 +164,7 @@ def create_app(
 
     async def readyz(request: Request) -> Response:
         rt = gateway.runtime
-        if not rt.initial_load_done:
+        if not gateway.loaded:
             return JSONResponse({"status": "loading"}, status_code=503)
         not_ready = {
             entry.name: {

@@ -77,6 +77,8 @@ class Gateway:
         )
         self.persisted = PersistedQueries(settings.query_cache_size)
         self.lifecycle: Lifecycle | None = None
+        #: The initial load is done and the schema built from it (what /readyz waits for).
+        self.loaded = False
         self._built_from = self._schema_key()
         self.current: GatewaySchema = self._build()
         self.fast = self._fast_path()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ from gateway.api import GatewayContext
 from gateway.api.fastpath import FastResponse
 from gateway.api.limits import RowBudget
 from gateway.app.state import Gateway
-from gateway.errors import BadRequestError, UnauthenticatedError
+from gateway.errors import BadRequestError, RequestTimeoutError, UnauthenticatedError
 from gateway.examples import example_operations
 from gateway.graphiql import ExampleTab, render_graphiql_page
 
@@ -75,6 +76,15 @@ def _too_large(limit: int) -> Response:
     }
     # Connection: close, so the server stops there instead of reading the rest of the body.
     return JSONResponse({"errors": [error]}, status_code=413, headers={"Connection": "close"})
+
+
+def _timed_out(seconds: float) -> Response:
+    error = {
+        "message": f"the request ran longer than {seconds:g} s (request_timeout_seconds); "
+        "its work was cancelled",
+        "extensions": {"code": RequestTimeoutError.code},
+    }
+    return JSONResponse({"errors": [error]}, status_code=504)
 
 
 def _rate_limited(wait: int) -> Response:
@@ -179,7 +189,14 @@ class GraphQLView(GraphQL[GatewayContext, None]):
             if not _is_json(request):  # GraphQL over HTTP: POST bodies are JSON
                 await _unsupported_media(request)(scope, receive, send)
                 return
-            fast = await self._fast(request, body)
+            try:
+                async with asyncio.timeout(self._gateway.settings.request_timeout_seconds):
+                    fast = await self._fast(request, body)
+            except TimeoutError:
+                await _timed_out(self._gateway.settings.request_timeout_seconds)(
+                    scope, receive, send
+                )
+                return
             if isinstance(fast, Response):
                 await fast(scope, receive, send)
                 return
@@ -187,7 +204,10 @@ class GraphQLView(GraphQL[GatewayContext, None]):
             # Strawberry reads the body again: replay it.
             request = Request(scope, receive=_replay(body))
         try:
-            response: Response = await self.run(request)
+            async with asyncio.timeout(self._gateway.settings.request_timeout_seconds):
+                response: Response = await self.run(request)
+        except TimeoutError:
+            response = _timed_out(self._gateway.settings.request_timeout_seconds)
         except HTTPException as exc:
             # Strawberry answers these in plain text; clients get a GraphQL error with a code.
             error = {"message": exc.reason, "extensions": {"code": BadRequestError.code}}

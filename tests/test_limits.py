@@ -1,0 +1,117 @@
+"""Query limits and the request time-out on each path: the compiled POST path, Strawberry's
+(GraphQL over GET), persisted queries and rows that arrive in variables."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx.numpy_helper
+import pytest
+from onnx import TensorProto, helper
+
+from gateway.api.limits import too_many_tokens
+from tests.conftest import make_model, tensor_info, write_repository
+from tests.test_auth import _app, _code
+from tests.test_lifecycle import _scaled
+
+ROW = "{x: [1, 1]}"
+
+
+def _aliases(count: int) -> str:
+    return (
+        "{ predict { " + " ".join(f"a{i}: m(input: {ROW}) {{ y }}" for i in range(count)) + " } }"
+    )
+
+
+def _slow() -> onnx.ModelProto:
+    """Twenty 2048x2048 matrix products per run: tens of milliseconds."""
+    weights = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32) / 50
+    nodes, name = [], "x"
+    for i in range(20):
+        nodes.append(helper.make_node("MatMul", [name, "w"], [f"h{i}"]))
+        name = f"h{i}"
+    nodes.append(helper.make_node("Identity", [name], ["y"]))
+    return make_model(
+        nodes,
+        [tensor_info("x", TensorProto.FLOAT, ["N", 2048])],
+        [tensor_info("y", TensorProto.FLOAT, ["N", 2048])],
+        initializers=[onnx.numpy_helper.from_array(weights, "w")],
+    )
+
+
+@pytest.fixture
+def limited(tmp_path: Path) -> Any:
+    root = write_repository(tmp_path / "repo", {"m/1": _scaled(1)})
+    yield from _app(root, GATEWAY_MAX_ALIASES="5", GATEWAY_MAX_COST="8", GATEWAY_MAX_DEPTH="4")
+
+
+def test_limits_hold_on_post_get_and_persisted_queries(limited: Any) -> None:
+    query = _aliases(6)
+    for _ in range(2):  # the second time, the compiled path remembers the refusal
+        body = limited.post("/graphql", json={"query": query}).json()
+        assert _code(body) == "QUERY_TOO_COMPLEX" and "6 aliases; at most 5" in str(body)
+    body = limited.get("/graphql", params={"query": query}).json()
+    assert _code(body) == "QUERY_TOO_COMPLEX"
+    digest = hashlib.sha256(query.encode()).hexdigest()
+    apq = {"persistedQuery": {"version": 1, "sha256Hash": digest}}
+    body = limited.post("/graphql", json={"query": query, "extensions": apq}).json()
+    assert _code(body) == "QUERY_TOO_COMPLEX"
+    deep = "{ models { versions { inputs { name } } } }"  # depth 4: allowed
+    assert _code(limited.post("/graphql", json={"query": deep}).json()) is None
+    too_deep = "{ __schema { types { fields { type { name } } } } }"
+    assert _code(limited.post("/graphql", json={"query": too_deep}).json()) == "QUERY_TOO_COMPLEX"
+
+
+def test_rows_in_literals_and_in_variables_count_against_the_cost(limited: Any) -> None:
+    literal = "{ predict { mBatch(inputs: [" + ", ".join([ROW] * 9) + "]) { y } } }"
+    assert _code(limited.post("/graphql", json={"query": literal}).json()) == "QUERY_TOO_COMPLEX"
+    query = "query($rows: [MInput!]!) { predict { mBatch(inputs: $rows) { y } } }"
+    for count, expected in ((8, None), (9, "QUERY_TOO_COMPLEX")):
+        rows = [{"x": [1.0, 1.0]}] * count
+        for _ in range(2):  # Strawberry's path, then the compiled one
+            body = limited.post("/graphql", json={"query": query, "variables": {"rows": rows}})
+            assert _code(body.json()) == expected, body.json()
+    infer = (
+        'query($d: JSON) { infer(model: "m", inputs: [{name: "x", shape: [9, 2], data: $d}]) '
+        "{ version } }"
+    )
+    body = limited.post("/graphql", json={"query": infer, "variables": {"d": [1.0] * 18}})
+    assert _code(body.json()) == "QUERY_TOO_COMPLEX"
+
+
+def test_a_request_past_its_time_out_is_504_and_the_server_serves_on(tmp_path: Path) -> None:
+    root = write_repository(tmp_path / "repo", {"slow/1": _slow(), "m/1": _scaled(1)})
+    query = (
+        'query($d: JSON) { infer(model: "slow", inputs: [{name: "x", shape: [64, 2048], '
+        "data: $d}]) { version } }"
+    )
+    for client in _app(root, GATEWAY_REQUEST_TIMEOUT_SECONDS="0.02"):
+        started = time.monotonic()
+        response = client.post(
+            "/graphql", json={"query": query, "variables": {"d": [0.5] * (64 * 2048)}}
+        )
+        assert response.status_code == 504 and _code(response.json()) == "TIMEOUT"
+        assert time.monotonic() - started < 5
+        quick = (
+            '{ infer(model: "m", inputs: [{name: "x", shape: [1, 2], data: [1, 1]}]) { version } }'
+        )
+        deadline = time.monotonic() + 30
+        while True:  # once the abandoned run has finished, quick requests answer again
+            response = client.post("/graphql", json={"query": quick})
+            if response.status_code == 200:
+                break
+            assert time.monotonic() < deadline
+
+
+def test_the_token_estimate_stops_at_the_limit() -> None:
+    assert not too_many_tokens("{ a }", 3)
+    assert too_many_tokens("{ a b c d }", 3)
+    assert not too_many_tokens('{ a(s: "many words in one string") }', 8)  # a string: one
+    huge = "{ " + "a " * 5_000_000 + "}"
+    started = time.perf_counter()
+    assert too_many_tokens(huge, 2000)
+    assert time.perf_counter() - started < 0.5  # stops at the limit, not at the end

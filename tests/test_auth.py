@@ -270,3 +270,23 @@ def test_cors_allow_list_page_headers_and_websocket_origins(tmp_path: Path) -> N
 def test_tls_settings_come_in_pairs() -> None:
     with pytest.raises(ConfigError, match="tls_certfile and tls_keyfile"):
         Settings.load(environ={"GATEWAY_TLS_CERTFILE": "cert.pem"})
+
+
+def test_the_trace_viewer_data_needs_the_admin_scope_off_loopback(
+    tmp_path: Path, keys: dict[str, Any]
+) -> None:
+    root = write_repository(tmp_path / "repo", {"m/1": _scaled(1)})
+    api = "/debug/traces/api/traces"
+    for client in _app(
+        root,
+        GATEWAY_HOST="0.0.0.0",
+        GATEWAY_TRACE_VIEWER="true",
+        GATEWAY_API_KEYS_FILE=str(keys["file"]),
+    ):
+        assert client.get("/debug/traces").status_code == 200  # the page: no data
+        assert client.get(api).status_code == 403
+        assert client.get(api, headers={"X-API-Key": keys["meta"]}).status_code == 403
+        assert client.get(api, headers={"X-API-Key": "gw_all_" + "0" * 64}).status_code == 403
+        assert client.get(api, headers={"X-API-Key": keys["all"]}).status_code == 200
+    for client in _app(root, GATEWAY_TRACE_VIEWER="true"):  # loopback: development
+        assert client.get(api).status_code == 200

@@ -23,7 +23,9 @@ from gateway.app.metrics import HTTPMetricsMiddleware, metrics_endpoint, observe
 from gateway.app.state import Gateway, schema_extensions
 from gateway.app.traces import trace_viewer_routes
 from gateway.app.view import GraphQLView
+from gateway.auth import ADMIN
 from gateway.config import Settings
+from gateway.errors import UnauthenticatedError
 from gateway.graphiql import STATIC_DIR
 from gateway.lifecycle import Lifecycle
 from gateway.observability import Observer
@@ -188,7 +190,19 @@ def create_app(
         Mount(GRAPHIQL_STATIC, StaticFiles(directory=STATIC_DIR), name="graphiql-static"),
     ]
     if store is not None:
-        routes += trace_viewer_routes(store)
+
+        def allowed(request: Request) -> str | None:
+            try:
+                principal = gateway.auth.authenticate(request.headers)
+            except UnauthenticatedError as exc:
+                return exc.message
+            if ADMIN in principal.scopes:
+                return None
+            if principal.kind == "anonymous" and settings.loopback:
+                return None  # development on this machine
+            return "the trace viewer needs the admin scope (an API key: /debug/traces#key=...)"
+
+        routes += trace_viewer_routes(store, allowed=allowed)
     app = _GatewayApp(
         routes=routes,
         lifespan=lifespan,

@@ -1,11 +1,14 @@
 """The built-in trace viewer: a page and a JSON API over the in-memory trace store.
 
-Mounted only when ``trace_viewer`` is on. The page (``gateway/static/traces/``) needs no external
-service and no CDN.
+Mounted only when ``trace_viewer`` is on; its data needs the ``admin`` scope, except for
+anonymous callers of a gateway on a loopback host (development). The page
+(``gateway/static/traces/``) needs no external service and no CDN; it sends an API key given
+once in its address (``/debug/traces#key=...``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from starlette.requests import Request
@@ -29,13 +32,19 @@ _PAGE_HEADERS = {
 }
 
 
-def trace_viewer_routes(store: TraceStore) -> list[BaseRoute]:
-    """``/debug/traces`` (the page), ``/debug/traces/api/traces[/{trace_id}]`` (JSON)."""
+def trace_viewer_routes(
+    store: TraceStore, *, allowed: Callable[[Request], str | None]
+) -> list[BaseRoute]:
+    """``/debug/traces`` (the page), ``/debug/traces/api/traces[/{trace_id}]`` (JSON; for the
+    callers ``allowed`` lets through: it returns None, or why not)."""
 
     async def page(request: Request) -> Response:
         return FileResponse(STATIC_DIR / "index.html", headers=_PAGE_HEADERS)
 
     async def list_traces(request: Request) -> Response:
+        refused = allowed(request)
+        if refused is not None:
+            return JSONResponse({"error": refused}, status_code=403)
         query = request.query_params
         try:
             min_ms = float(query.get("min_ms") or 0)
@@ -47,6 +56,9 @@ def trace_viewer_routes(store: TraceStore) -> list[BaseRoute]:
         return JSONResponse({"traces": traces}, headers={"Cache-Control": "no-store"})
 
     async def one_trace(request: Request) -> Response:
+        refused = allowed(request)
+        if refused is not None:
+            return JSONResponse({"error": refused}, status_code=403)
         found = store.trace(request.path_params["trace_id"])
         if found is None:
             return JSONResponse({"error": "no such trace (kept: the newest)"}, status_code=404)

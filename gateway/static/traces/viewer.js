@@ -153,10 +153,21 @@
     }
   }
 
+  // An API key with the admin scope, given once in the address as #key=... (kept for the tab,
+  // never sent anywhere but this gateway); a loopback gateway needs none.
+  const keyMatch = /(?:^#|&)key=([^&]+)/.exec(window.location.hash);
+  if (keyMatch) {
+    sessionStorage.setItem('gateway-trace-key', decodeURIComponent(keyMatch[1]));
+    history.replaceState(null, '', window.location.pathname + window.location.search);
+  }
+  const apiKey = sessionStorage.getItem('gateway-trace-key');
+
   async function getJSON(url, signal) {
     let response;
+    const headers = { Accept: 'application/json' };
+    if (apiKey) headers['X-API-Key'] = apiKey;
     try {
-      response = await fetch(url, { headers: { Accept: 'application/json' }, cache: 'no-store', signal });
+      response = await fetch(url, { headers, cache: 'no-store', signal });
     } catch (err) {
       if (err && err.name === 'AbortError') throw err;
       throw new ApiError(`the gateway did not answer (${err && err.message ? err.message : err})`, 0);

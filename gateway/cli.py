@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -33,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _export_schema(args, sys.stdout)
         if args.command == "new-key":
             return _new_key(args, sys.stdout)
+        if args.command == "convert":
+            return _convert(args, sys.stdout)
         return _check(args, sys.stdout)
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
@@ -64,6 +67,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("path", type=Path, nargs="?", help="model repository (default: models/)")
 
+    convert = commands.add_parser(
+        "convert",
+        help="convert a trained model into the next version of a repository model",
+        description="Convert a trained model to ONNX, check it answers like the original on a "
+        "sample, and write it as the next version of a repository model. WARNING: --sklearn "
+        "loads a pickle (joblib) file, which runs code from that file: only convert files you "
+        "trust. The server itself never loads pickles.",
+    )
+    convert.add_argument("--sklearn", type=Path, required=True, help="a joblib/pickle file")
+    convert.add_argument("--sample", type=Path, required=True, help="CSV (with header) or .npy")
+    convert.add_argument("--name", required=True, help="the model's name in the repository")
+    convert.add_argument("--repo", type=Path, default=Path("models"), help="default: models/")
+    convert.add_argument("--tolerance", type=float, default=1e-4, help="default: %(default)s")
+    convert.add_argument("--description", help="for model.toml")
+    convert.add_argument("--json", action="store_true", help="machine-readable output")
+
     key = commands.add_parser(
         "new-key", help="make an API key: print it once, and its entry for the keys file"
     )
@@ -74,6 +93,31 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated: predict, predict:<model>, metadata, admin (default: %(default)s)",
     )
     return parser
+
+
+def _convert(args: argparse.Namespace, out: TextIO) -> int:
+    from gateway.convert import ParityError, convert_sklearn_file
+
+    try:
+        done = convert_sklearn_file(
+            args.sklearn,
+            args.sample,
+            args.repo,
+            args.name,
+            tolerance=args.tolerance,
+            description=args.description,
+        )
+    except ParityError as exc:
+        print(f"gateway convert: {exc.message}", file=sys.stderr)
+        return 1
+    if args.json:
+        out.write(json.dumps(done.to_json(), indent=2) + "\n")
+        return 0
+    out.write(f"wrote {done.path} (model {done.model!r}, version {done.version})\n")
+    out.write(f"inputs: {', '.join(done.inputs)}; sample rows: {done.rows}\n")
+    for key, value in done.parity.items():
+        out.write(f"  {key:32} {value}\n")
+    return 0
 
 
 def _new_key(args: argparse.Namespace, out: TextIO) -> int:

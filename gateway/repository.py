@@ -195,6 +195,8 @@ def parse_model_config(raw: Mapping[str, Any]) -> ModelConfig:
         "sha256",
         "samples",
         "access",
+        "conversion",
+        "baseline",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -213,6 +215,9 @@ def parse_model_config(raw: Mapping[str, Any]) -> ModelConfig:
             raise ConfigError(f"inputs.{tensor}: expected a table with the key 'features'")
         if "features" in table:
             features[tensor] = _strings(table["features"], f"inputs.{tensor}.features")
+    for table in ("conversion", "baseline"):  # written by gateway convert: kept, not used here
+        if table in raw and not isinstance(raw[table], Mapping):
+            raise ConfigError(f"{table}: expected a table")
     labels = _strings(raw["labels"], "labels") if "labels" in raw else None
     session = raw.get("session", {})
     if not isinstance(session, Mapping):

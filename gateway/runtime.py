@@ -335,7 +335,9 @@ class ModelRuntime:
             if sessions:
                 options = self._settings.session.merged(spec.config.session, where="session")
                 mv.session = _create_session(mv.path, options)
-                if self._settings.warmup:
+                if self._settings.warmup and not spec.config.samples:
+                    # Samples, when model.toml has them, are the warm-up: real rows, where
+                    # synthetic zeros and empty strings can trip a categorical encoder.
                     _run_session(mv, synthetic_inputs(mv.signature.inputs), None)
                 check_samples(
                     mv.model,

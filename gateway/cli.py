@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -36,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _new_key(args, sys.stdout)
         if args.command == "convert":
             return _convert(args, sys.stdout)
+        if args.command == "optimize":
+            return _optimize(args, sys.stdout)
         return _check(args, sys.stdout)
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
@@ -83,6 +85,24 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--description", help="for model.toml")
     convert.add_argument("--json", action="store_true", help="machine-readable output")
 
+    optimize = commands.add_parser(
+        "optimize",
+        help="write a graph-optimised and/or int8-quantised next version, with its cost",
+    )
+    optimize.add_argument("--name", required=True, help="the model in the repository")
+    optimize.add_argument("--repo", type=Path, default=Path("models"), help="default: models/")
+    optimize.add_argument("--version", type=int, help="the source version (default: highest)")
+    optimize.add_argument("--sample", type=Path, required=True, help="CSV (with header) or .npy")
+    optimize.add_argument("--graph", action="store_true", help="ONNX Runtime graph optimisation")
+    optimize.add_argument("--int8", choices=["dynamic", "static"], help="int8 quantisation")
+    optimize.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.05,
+        help="largest output error, or label disagreement share (default: %(default)s)",
+    )
+    optimize.add_argument("--json", action="store_true", help="machine-readable output")
+
     key = commands.add_parser(
         "new-key", help="make an API key: print it once, and its entry for the keys file"
     )
@@ -96,10 +116,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _convert(args: argparse.Namespace, out: TextIO) -> int:
-    from gateway.convert import ParityError, convert_sklearn_file
+    from gateway.convert import convert_sklearn_file
 
-    try:
-        done = convert_sklearn_file(
+    def run() -> Any:
+        return convert_sklearn_file(
             args.sklearn,
             args.sample,
             args.repo,
@@ -107,14 +127,66 @@ def _convert(args: argparse.Namespace, out: TextIO) -> int:
             tolerance=args.tolerance,
             description=args.description,
         )
+
+    def summary(done: Any) -> str:
+        return (
+            f"wrote {done.path} (model {done.model!r}, version {done.version})\n"
+            f"inputs: {', '.join(done.inputs)}; sample rows: {done.rows}\n"
+        )
+
+    return _model_step("convert", run, summary, args, out)
+
+
+def _optimize(args: argparse.Namespace, out: TextIO) -> int:
+    from gateway.optimize import optimize_version
+
+    def run() -> Any:
+        return optimize_version(
+            args.repo,
+            args.name,
+            args.sample,
+            version=args.version,
+            graph=args.graph,
+            int8=args.int8,
+            tolerance=args.tolerance,
+        )
+
+    def summary(done: Any) -> str:
+        (size_before, size_after), (speed_before, speed_after) = (
+            done.size_bytes,
+            done.rows_per_second,
+        )
+        return (
+            f"wrote {done.path}: {done.model} version {done.version} from version "
+            f"{done.source_version} ({', '.join(done.steps)})\n"
+            f"  {'':24} {'source':>12} {'result':>12}\n"
+            f"  {'size (bytes)':24} {size_before:>12} {size_after:>12}\n"
+            f"  {'rows/s (same run)':24} {speed_before:>12.0f} {speed_after:>12.0f}\n"
+        )
+
+    return _model_step("optimize", run, summary, args, out)
+
+
+def _model_step(
+    command: str,
+    run: Callable[[], Any],
+    summary: Callable[[Any], str],
+    args: argparse.Namespace,
+    out: TextIO,
+) -> int:
+    """Run a convert or optimize step: exit 1 with the reason when parity fails; the report
+    as JSON (--json) or a summary and the parity figures."""
+    from gateway.convert import ParityError
+
+    try:
+        done = run()
     except ParityError as exc:
-        print(f"gateway convert: {exc.message}", file=sys.stderr)
+        print(f"gateway {command}: {exc.message}", file=sys.stderr)
         return 1
     if args.json:
         out.write(json.dumps(done.to_json(), indent=2) + "\n")
         return 0
-    out.write(f"wrote {done.path} (model {done.model!r}, version {done.version})\n")
-    out.write(f"inputs: {', '.join(done.inputs)}; sample rows: {done.rows}\n")
+    out.write(summary(done))
     for key, value in done.parity.items():
         out.write(f"  {key:32} {value}\n")
     return 0

@@ -138,3 +138,49 @@ def test_regression_parity_and_a_tolerance_too_tight(tmp_path: Path, capsys: Any
     assert status == 1
     assert "does not answer like the original" in capsys.readouterr().err
     assert not (repo / "tight").exists()  # nothing written when parity fails
+
+
+def test_int8_quantisation_shrinks_the_model_within_its_reported_bound(tmp_path: Path) -> None:
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier
+
+    digits = datasets.load_digits()
+    x_train, x_test, y_train, y_test = train_test_split(
+        digits.data, digits.target, test_size=0.3, random_state=0
+    )
+    model = MLPClassifier(hidden_layer_sizes=(256, 128), max_iter=300, random_state=0)
+    model.fit(x_train, y_train)
+    joblib.dump(model, tmp_path / "mlp.joblib")
+    np.save(tmp_path / "sample.npy", x_train[:300])
+    np.save(tmp_path / "held-out.npy", x_test)
+    repo = tmp_path / "repo"
+    common = ["--sample", str(tmp_path / "sample.npy"), "--name", "digits", "--repo", str(repo)]
+    assert _convert("--sklearn", str(tmp_path / "mlp.joblib"), *common)[0] == 0
+    out = io.StringIO()
+    import contextlib
+
+    with contextlib.redirect_stdout(out):
+        status = main(["optimize", *common, "--graph", "--int8", "dynamic", "--json"])
+    assert status == 0, out.getvalue()
+    report = json.loads(out.getvalue())
+    assert report["version"] == 2 and report["source_version"] == 1
+    sizes = report["size_bytes"]
+    assert sizes["result"] < sizes["source"] * 0.5  # int8 weights: about a quarter
+    assert report["rows_per_second"]["result"] > 0
+    agreement = report["parity"]["label_agreement"]
+    assert agreement >= 0.95
+    print(f"int8: {sizes}, {report['rows_per_second']}, {report['parity']}")
+    # On data the sample did not contain, the accuracy moves within the reported bound.
+    import onnxruntime as ort
+
+    def accuracy(version: int) -> float:
+        session = ort.InferenceSession(str(repo / "digits" / str(version) / "model.onnx"))
+        labels = session.run(["label"], {"input": x_test.astype(np.float32)})[0]
+        return float(np.mean(labels == y_test))
+
+    assert abs(accuracy(2) - accuracy(1)) <= max(1 - agreement, 0.01) + 0.01
+    # A bound too tight writes nothing.
+    with contextlib.redirect_stdout(io.StringIO()):
+        tight = ["--version", "1", "--int8", "dynamic", "--tolerance", "0"]
+        assert main(["optimize", *common, *tight]) == 1
+    assert not (repo / "digits" / "3").exists()

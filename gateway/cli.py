@@ -77,7 +77,11 @@ def _parser() -> argparse.ArgumentParser:
         "loads a pickle (joblib) file, which runs code from that file: only convert files you "
         "trust. The server itself never loads pickles.",
     )
-    convert.add_argument("--sklearn", type=Path, required=True, help="a joblib/pickle file")
+    source = convert.add_mutually_exclusive_group(required=True)
+    source.add_argument("--sklearn", type=Path, help="a joblib/pickle file (runs its code)")
+    source.add_argument("--xgboost", type=Path, help="an XGBoost model file (save_model)")
+    source.add_argument("--lightgbm", type=Path, help="a LightGBM model file (save_model)")
+    convert.add_argument("--labels", help="class names by index, comma-separated (boosting)")
     convert.add_argument("--sample", type=Path, required=True, help="CSV (with header) or .npy")
     convert.add_argument("--name", required=True, help="the model's name in the repository")
     convert.add_argument("--repo", type=Path, default=Path("models"), help="default: models/")
@@ -119,6 +123,20 @@ def _convert(args: argparse.Namespace, out: TextIO) -> int:
     from gateway.convert import convert_sklearn_file
 
     def run() -> Any:
+        if args.sklearn is None:
+            from gateway.boosting import convert_boosting_file
+
+            framework = "xgboost" if args.xgboost is not None else "lightgbm"
+            return convert_boosting_file(
+                framework,
+                args.xgboost or args.lightgbm,
+                args.sample,
+                args.repo,
+                args.name,
+                labels=args.labels.split(",") if args.labels else None,
+                tolerance=args.tolerance,
+                description=args.description,
+            )
         return convert_sklearn_file(
             args.sklearn,
             args.sample,

@@ -30,7 +30,15 @@ import onnxruntime as ort
 
 from gateway.errors import ConfigError, GatewayError
 
-__all__ = ["Conversion", "ParityError", "convert_sklearn_file", "read_sample"]
+__all__ = [
+    "Conversion",
+    "ParityError",
+    "Sample",
+    "Source",
+    "convert_sklearn_file",
+    "read_sample",
+    "write_version",
+]
 
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 _QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -113,6 +121,22 @@ def read_sample(path: Path) -> Sample:
     return Sample(columns)
 
 
+@dataclass
+class Source:
+    """A converted model and what to check it against: the original's answers on the sample."""
+
+    onnx_model: onnx.ModelProto
+    inputs: list[str]
+    #: The original's outputs on the sample: "label" (and "probabilities" for classifiers).
+    original: dict[str, np.ndarray]
+    #: Class names by class index (empty: a regressor, or classes named by their index).
+    labels: list[str]
+    #: framework, framework_version, converter, converter_version, estimator.
+    provenance: dict[str, str]
+    #: Whether the model takes one input per column (else one [N, F] input, features named).
+    per_column: bool = False
+
+
 def convert_sklearn_file(
     model_path: Path,
     sample_path: Path,
@@ -133,45 +157,69 @@ def convert_sklearn_file(
     sample = read_sample(sample_path)
     named = hasattr(estimator, "feature_names_in_")
     onnx_model, inputs = _convert(estimator, sample, named=named)
-    original = _original_outputs(estimator, sample, named=named)
-    feeds = _feeds(onnx_model, sample, inputs)
-    session = ort.InferenceSession(
-        onnx_model.SerializeToString(), providers=["CPUExecutionProvider"]
-    )
-    converted = dict(
-        zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True)
-    )
-    parity = _parity(original, converted, tolerance)
-    version = _next_version(repository / name)
-    target = repository / name / str(version) / "model.onnx"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(onnx_model, target)
-    labels = [str(c) for c in getattr(estimator, "classes_", [])]
-    first = {k: _plain(v[0]) for k, v in sample.columns.items()}
-    # The first row: the explorer's example, and a sample checked (and run as the warm-up:
-    # synthetic zeros and empty strings trip categorical encoders) before a version serves.
-    check: dict[str, Any] = {"input": first}
-    if labels:
-        check["expect"] = {"label": str(original["label"][0])}
-    _write_config(
-        repository / name / "model.toml",
-        features=list(sample.columns) if not named else [],
-        labels=labels,
-        example=first,
-        sample=check,
-        description=description or f"{type(estimator).__name__} converted with skl2onnx",
-        conversion={
+    source = Source(
+        onnx_model,
+        inputs,
+        _original_outputs(estimator, sample, named=named),
+        [str(c) for c in getattr(estimator, "classes_", [])],
+        {
             "framework": "scikit-learn",
             "framework_version": _version("scikit-learn"),
             "converter": "skl2onnx",
             "converter_version": _version("skl2onnx"),
             "estimator": type(estimator).__name__,
-            "version": version,
-            "parity": parity,
         },
-        baseline=_statistics(sample, original),
+        per_column=named,
     )
-    return Conversion(name, version, target, inputs, parity, sample.rows, labels)
+    return write_version(source, sample, repository, name, tolerance, description)
+
+
+def write_version(
+    source: Source,
+    sample: Sample,
+    repository: Path,
+    name: str,
+    tolerance: float,
+    description: str | None,
+) -> Conversion:
+    """Check ``source`` against the original on ``sample``; write it as the next version.
+
+    Raises:
+        ParityError: beyond ``tolerance``; nothing is written.
+    """
+    feeds = _feeds(source.onnx_model, sample, source.inputs)
+    session = ort.InferenceSession(
+        source.onnx_model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    converted = dict(
+        zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True)
+    )
+    parity = _parity(source.original, converted, tolerance)
+    version = _next_version(repository / name)
+    target = repository / name / str(version) / "model.onnx"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(source.onnx_model, target)
+    first = {k: _plain(v[0]) for k, v in sample.columns.items()}
+    # The first row: the explorer's example, and a sample checked (and run as the warm-up:
+    # synthetic zeros and empty strings trip categorical encoders) before a version serves.
+    check: dict[str, Any] = {"input": first}
+    if "probabilities" in source.original:
+        label = str(source.original["label"][0])
+        if source.labels and label.isdigit() and str(source.labels[0]) != label:
+            label = source.labels[int(label)]  # classes named in model.toml by index
+        check["expect"] = {"label": label}
+    estimator = source.provenance["estimator"]
+    _write_config(
+        repository / name / "model.toml",
+        features=list(sample.columns) if not source.per_column else [],
+        labels=source.labels,
+        example=first,
+        sample=check,
+        description=description or f"{estimator} converted with {source.provenance['converter']}",
+        conversion={**source.provenance, "version": version, "parity": parity},
+        baseline=_statistics(sample, source.original),
+    )
+    return Conversion(name, version, target, source.inputs, parity, sample.rows, source.labels)
 
 
 def _convert(estimator: Any, sample: Sample, *, named: bool) -> tuple[onnx.ModelProto, list[str]]:

@@ -184,3 +184,49 @@ def test_int8_quantisation_shrinks_the_model_within_its_reported_bound(tmp_path:
         tight = ["--version", "1", "--int8", "dynamic", "--tolerance", "0"]
         assert main(["optimize", *common, *tight]) == 1
     assert not (repo / "digits" / "3").exists()
+
+
+def test_xgboost_and_lightgbm_model_files_convert_and_serve(tmp_path: Path) -> None:
+    import lightgbm
+    import xgboost
+
+    iris = datasets.load_iris()
+    x = iris.data.astype(np.float32)
+    xgb_model = xgboost.XGBClassifier(n_estimators=20, max_depth=3).fit(x, iris.target)
+    xgb_model.save_model(tmp_path / "xgb.json")
+    lgb_model = lightgbm.LGBMClassifier(n_estimators=20, verbose=-1).fit(x, iris.target)
+    lgb_model.booster_.save_model(str(tmp_path / "lgb.txt"))
+    regressor = xgboost.XGBRegressor(n_estimators=30).fit(x[:, 1:], x[:, 0])
+    regressor.save_model(tmp_path / "reg.json")
+    sample = _csv(tmp_path / "sample.csv", IRIS_FEATURES, iris.data[::2].tolist())
+    repo = tmp_path / "repo"
+    names = ",".join(iris.target_names)
+    for flag, file, model in (("--xgboost", "xgb.json", "xgb"), ("--lightgbm", "lgb.txt", "lgb")):
+        status, out = _convert(
+            flag, str(tmp_path / file), "--sample", str(sample), "--labels", names,
+            "--name", model, "--repo", str(repo), "--json",
+        )  # fmt: skip
+        assert status == 0, out
+        parity = json.loads(out)["parity"]
+        assert parity["label_agreement"] == 1.0 and parity["probabilities_max_abs_error"] < 1e-4
+    regression_sample = _csv(tmp_path / "reg.csv", IRIS_FEATURES[1:], iris.data[::2, 1:].tolist())
+    status, out = _convert(
+        "--xgboost", str(tmp_path / "reg.json"), "--sample", str(regression_sample),
+        "--name", "reg", "--repo", str(repo), "--json",
+    )  # fmt: skip
+    assert status == 0 and json.loads(out)["parity"]["max_rel_error"] < 1e-4
+
+    gw = load_gateway(repo)
+    row = iris.data[100]
+    values = {
+        "sepalLength": row[0],
+        "sepalWidth": row[1],
+        "petalLength": row[2],
+        "petalWidth": row[3],
+    }
+    for model, original in (("xgb", xgb_model), ("lgb", lgb_model)):
+        kind = f"{model.capitalize()}Input!"
+        query = f"query($i: {kind}) {{ predict {{ {model}(input: $i) {{ label }} }} }}"
+        answer = gw.execute(query, {"i": values})
+        expected = iris.target_names[original.predict(x[[100]])[0]]
+        assert answer["data"]["predict"][model]["label"] == expected, answer

@@ -36,12 +36,21 @@ __all__ = [
     "Sample",
     "Source",
     "convert_sklearn_file",
+    "feeds_for",
     "read_sample",
     "write_version",
 ]
 
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 _QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+#: numpy types of the ONNX input types a sample can feed.
+_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(string)": object,
+}
 
 
 class ParityError(GatewayError):
@@ -187,13 +196,11 @@ def write_version(
     Raises:
         ParityError: beyond ``tolerance``; nothing is written.
     """
-    feeds = _feeds(source.onnx_model, sample, source.inputs)
     session = ort.InferenceSession(
         source.onnx_model.SerializeToString(), providers=["CPUExecutionProvider"]
     )
-    converted = dict(
-        zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True)
-    )
+    outputs = session.run(None, feeds_for(session, sample))
+    converted = dict(zip([o.name for o in session.get_outputs()], outputs, strict=True))
     parity = _parity(source.original, converted, tolerance)
     version = _next_version(repository / name)
     target = repository / name / str(version) / "model.onnx"
@@ -258,16 +265,21 @@ def _convert(estimator: Any, sample: Sample, *, named: bool) -> tuple[onnx.Model
     return model, [t[0] for t in types]
 
 
-def _feeds(model: onnx.ModelProto, sample: Sample, inputs: list[str]) -> dict[str, np.ndarray]:
-    if inputs == ["input"]:
-        return {"input": sample.matrix().astype(np.float32)}
+def feeds_for(session: ort.InferenceSession, sample: Sample) -> dict[str, np.ndarray]:
+    """The sample as the model's inputs: a column per input of that name, or the whole table
+    as its single input."""
+    inputs = session.get_inputs()
+    if len(inputs) == 1 and inputs[0].name not in sample.columns:
+        dtype = _TYPES.get(inputs[0].type, np.float32)
+        return {inputs[0].name: sample.matrix().astype(dtype)}
     feeds = {}
-    for name in inputs:
-        column = sample.columns[name]
-        if column.dtype == object:
-            feeds[name] = column.astype(str).reshape(-1, 1).astype(object)
-        else:
-            feeds[name] = column.astype(np.float32).reshape(-1, 1)
+    for spec in inputs:
+        if spec.name not in sample.columns:
+            raise ConfigError(f"the sample has no column {spec.name!r} for the model's input")
+        dtype = _TYPES.get(spec.type, np.float32)
+        column = sample.columns[spec.name]
+        values = column.astype(str) if dtype is object else column.astype(dtype)
+        feeds[spec.name] = values.reshape(-1, 1).astype(dtype)
     return feeds
 
 

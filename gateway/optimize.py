@@ -22,18 +22,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from gateway.convert import ParityError, Sample, read_sample
+from gateway.convert import ParityError, Sample, feeds_for, read_sample
 from gateway.errors import ConfigError
 
 __all__ = ["Optimization", "optimize_version"]
-
-_TYPES = {
-    "tensor(float)": np.float32,
-    "tensor(double)": np.float64,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(string)": object,
-}
 
 
 @dataclass
@@ -119,24 +111,6 @@ def optimize_version(
         speed,
         parity,
     )
-
-
-def feeds_for(session: ort.InferenceSession, sample: Sample) -> dict[str, np.ndarray]:
-    """The sample as the model's inputs: a column per input of that name, or the whole table
-    as its single input."""
-    inputs = session.get_inputs()
-    if len(inputs) == 1 and inputs[0].name not in sample.columns:
-        dtype = _TYPES.get(inputs[0].type, np.float32)
-        return {inputs[0].name: sample.matrix().astype(dtype)}
-    feeds = {}
-    for spec in inputs:
-        if spec.name not in sample.columns:
-            raise ConfigError(f"the sample has no column {spec.name!r} for the model's input")
-        dtype = _TYPES.get(spec.type, np.float32)
-        column = sample.columns[spec.name]
-        values = column.astype(str) if dtype is object else column.astype(dtype)
-        feeds[spec.name] = values.reshape(-1, 1).astype(dtype)
-    return feeds
 
 
 def _versions(model_dir: Path) -> list[int]:

@@ -110,16 +110,10 @@ class Gateway:
         return key
 
     def refresh(self) -> None:
-        """``rebuild`` if what the schema is made from changed (see ``refreshed``)."""
-        self.refreshed()
-
-    def refreshed(self) -> bool:
         """Rebuild the schema if what it is made from changed (a model came or went, or the
-        version a typed field follows has another signature or config); True if rebuilt."""
-        if self._schema_key() == self._built_from:
-            return False
-        self.rebuild()
-        return True
+        version a typed field follows has another signature or config)."""
+        if self._schema_key() != self._built_from:
+            self.rebuild()
 
     def rebuild(self) -> None:
         """Swap in a schema made from the versions' signatures as they are now. Operations in

@@ -17,6 +17,7 @@ import numpy as np
 
 from gateway.convert import Conversion, Sample, Source, read_sample, write_version
 from gateway.errors import ConfigError
+from gateway.progress import Progress
 
 __all__ = ["convert_boosting_file"]
 
@@ -34,15 +35,21 @@ def convert_boosting_file(
     labels: list[str] | None = None,
     tolerance: float = 1e-4,
     description: str | None = None,
+    progress: Progress | None = None,
 ) -> Conversion:
     """Convert an ``xgboost`` or ``lightgbm`` model file into the next version of ``name``.
 
     Raises:
         ParityError: the ONNX model's answers differ from the original's beyond ``tolerance``.
     """
-    sample = read_sample(sample_path)
+    progress = progress or Progress()
+    with progress.step(f"reading the sample {sample_path.name}"):
+        sample = read_sample(sample_path)
     matrix = sample.matrix().astype(np.float32)
-    with warnings.catch_warnings():  # the converters' deprecation chatter
+    with (
+        progress.step(f"converting {model_path.name} with onnxmltools"),
+        warnings.catch_warnings(),  # the converters' deprecation chatter
+    ):
         warnings.simplefilter("ignore")
         if framework == "xgboost":
             source = _xgboost(model_path, sample, matrix)
@@ -50,15 +57,9 @@ def convert_boosting_file(
             source = _lightgbm(model_path, sample, matrix)
         else:
             raise ConfigError(f"unknown framework {framework!r}: expected xgboost or lightgbm")
-    if labels:
-        classes = source.original.get("probabilities")
-        if classes is None or classes.shape[1] != len(labels):
-            raise ConfigError(
-                f"--labels: {len(labels)} names for a model with "
-                f"{0 if classes is None else classes.shape[1]} classes"
-            )
-        source.labels = labels
-    return write_version(source, sample, repository, name, tolerance, description)
+    return write_version(
+        source, sample, repository, name, tolerance, description, labels=labels, progress=progress
+    )
 
 
 def _float_input(sample: Sample) -> list[tuple[str, Any]]:

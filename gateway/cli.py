@@ -15,6 +15,7 @@ from gateway.api import build_schema
 from gateway.auth import new_key
 from gateway.config import Settings
 from gateway.errors import ConfigError
+from gateway.progress import Progress
 from gateway.repository import scan_repository
 from gateway.runtime import ModelRuntime
 from gateway.telemetry import configure_logging
@@ -74,15 +75,35 @@ def _parser() -> argparse.ArgumentParser:
         help="convert a trained model into the next version of a repository model",
         description="Convert a trained model to ONNX, check it answers like the original on a "
         "sample, and write it as the next version of a repository model. WARNING: --sklearn "
-        "loads a pickle (joblib) file, which runs code from that file: only convert files you "
-        "trust. The server itself never loads pickles.",
+        "loads a pickle (joblib) file, which runs code from that file, and --torch imports "
+        "a Python module, which runs its code: only convert what you trust. The server itself "
+        "never loads pickles or imports model code.",
     )
     source = convert.add_mutually_exclusive_group(required=True)
     source.add_argument("--sklearn", type=Path, help="a joblib/pickle file (runs its code)")
     source.add_argument("--xgboost", type=Path, help="an XGBoost model file (save_model)")
     source.add_argument("--lightgbm", type=Path, help="a LightGBM model file (save_model)")
-    convert.add_argument("--labels", help="class names by index, comma-separated (boosting)")
-    convert.add_argument("--sample", type=Path, required=True, help="CSV (with header) or .npy")
+    source.add_argument("--torchscript", type=Path, help="a TorchScript file (torch.jit.save)")
+    source.add_argument(
+        "--torch",
+        metavar="MODULE:FACTORY",
+        help="a PyTorch nn.Module made by calling FACTORY() from MODULE (imports it)",
+    )
+    convert.add_argument(
+        "--weights", type=Path, help="--torch: a state dict (torch.save), read as tensors only"
+    )
+    convert.add_argument(
+        "--classifier",
+        choices=["logits", "probabilities"],
+        help="PyTorch: the module's [N, C] output is class scores; serve label + probabilities",
+    )
+    convert.add_argument("--labels", help="class names by class index, comma-separated")
+    convert.add_argument(
+        "--sample",
+        type=Path,
+        required=True,
+        help="input data: .csv (with header), .parquet, .npy or .npz (named arrays)",
+    )
     convert.add_argument("--name", required=True, help="the model's name in the repository")
     convert.add_argument("--repo", type=Path, default=Path("models"), help="default: models/")
     convert.add_argument("--tolerance", type=float, default=1e-4, help="default: %(default)s")
@@ -91,14 +112,18 @@ def _parser() -> argparse.ArgumentParser:
 
     optimize = commands.add_parser(
         "optimize",
-        help="write a graph-optimised and/or int8-quantised next version, with its cost",
+        help="write a graph-optimised, int8-quantised or fp16 next version, with its cost",
     )
     optimize.add_argument("--name", required=True, help="the model in the repository")
     optimize.add_argument("--repo", type=Path, default=Path("models"), help="default: models/")
     optimize.add_argument("--version", type=int, help="the source version (default: highest)")
-    optimize.add_argument("--sample", type=Path, required=True, help="CSV (with header) or .npy")
+    optimize.add_argument(
+        "--sample", type=Path, required=True, help=".csv (with header), .parquet, .npy or .npz"
+    )
     optimize.add_argument("--graph", action="store_true", help="ONNX Runtime graph optimisation")
-    optimize.add_argument("--int8", choices=["dynamic", "static"], help="int8 quantisation")
+    precision = optimize.add_mutually_exclusive_group()
+    precision.add_argument("--int8", choices=["dynamic", "static"], help="int8 quantisation")
+    precision.add_argument("--fp16", action="store_true", help="half-precision weights and math")
     optimize.add_argument(
         "--tolerance",
         type=float,
@@ -120,31 +145,39 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _convert(args: argparse.Namespace, out: TextIO) -> int:
-    from gateway.convert import convert_sklearn_file
-
     def run() -> Any:
+        common: dict[str, Any] = {
+            "labels": args.labels.split(",") if args.labels else None,
+            "tolerance": args.tolerance,
+            "description": args.description,
+            "progress": Progress(sys.stderr),
+        }
+        if args.torch is not None or args.torchscript is not None:
+            from gateway.pytorch import convert_torch
+
+            return convert_torch(
+                args.sample,
+                args.repo,
+                args.name,
+                torchscript=args.torchscript,
+                factory=args.torch,
+                weights=args.weights,
+                classifier=args.classifier,
+                **common,
+            )
+        if args.weights is not None or args.classifier is not None:
+            raise ConfigError("--weights and --classifier are for PyTorch modules")
         if args.sklearn is None:
             from gateway.boosting import convert_boosting_file
 
             framework = "xgboost" if args.xgboost is not None else "lightgbm"
+            path = args.xgboost or args.lightgbm
             return convert_boosting_file(
-                framework,
-                args.xgboost or args.lightgbm,
-                args.sample,
-                args.repo,
-                args.name,
-                labels=args.labels.split(",") if args.labels else None,
-                tolerance=args.tolerance,
-                description=args.description,
+                framework, path, args.sample, args.repo, args.name, **common
             )
-        return convert_sklearn_file(
-            args.sklearn,
-            args.sample,
-            args.repo,
-            args.name,
-            tolerance=args.tolerance,
-            description=args.description,
-        )
+        from gateway.convert import convert_sklearn_file
+
+        return convert_sklearn_file(args.sklearn, args.sample, args.repo, args.name, **common)
 
     def summary(done: Any) -> str:
         return (
@@ -166,7 +199,9 @@ def _optimize(args: argparse.Namespace, out: TextIO) -> int:
             version=args.version,
             graph=args.graph,
             int8=args.int8,
+            fp16=args.fp16,
             tolerance=args.tolerance,
+            progress=Progress(sys.stderr),
         )
 
     def summary(done: Any) -> str:
@@ -201,13 +236,29 @@ def _model_step(
     except ParityError as exc:
         print(f"gateway {command}: {exc.message}", file=sys.stderr)
         return 1
+    except ConfigError as exc:  # a source, sample or option that does not fit
+        print(f"gateway {command}: {exc.message}", file=sys.stderr)
+        return 2
     if args.json:
         out.write(json.dumps(done.to_json(), indent=2) + "\n")
         return 0
     out.write(summary(done))
-    for key, value in done.parity.items():
-        out.write(f"  {key:32} {value}\n")
+    out.write(_parity_table(done.parity))
     return 0
+
+
+def _parity_table(parity: dict[str, Any]) -> str:
+    """The parity figures, one per line: ``probabilities_max_abs_error`` reads as
+    ``probabilities max abs error``."""
+    tolerance = parity.get("tolerance")
+    lines = [f"  {'parity on the sample':36} {'value':>12}"]
+    for key, value in parity.items():
+        if key == "tolerance":
+            continue
+        shown = f"{value:.4f}" if key.endswith("agreement") else f"{value:.3g}"
+        lines.append(f"  {key.replace('_', ' '):36} {shown:>12}")
+    lines.append(f"  {'tolerance':36} {tolerance:>12g}")
+    return "\n".join(lines) + "\n"
 
 
 def _new_key(args: argparse.Namespace, out: TextIO) -> int:

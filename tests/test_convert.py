@@ -34,6 +34,21 @@ def _csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
     return path
 
 
+def _infer(gw: Any, model: str, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The generic API's answer: output name -> flat data."""
+    tensors = [
+        {"name": name, "shape": list(array.shape), "data": array.reshape(-1).tolist()}
+        for name, array in inputs.items()
+    ]
+    query = (
+        "query($m: String!, $t: [TensorInput!]!) { infer(model: $m, inputs: $t) "
+        "{ outputs { name data } } }"
+    )
+    answer = gw.execute(query, {"m": model, "t": tensors})
+    assert "errors" not in answer, answer
+    return {o["name"]: o["data"] for o in answer["data"]["infer"]["outputs"]}
+
+
 def _convert(*args: str) -> tuple[int, str]:
     out = io.StringIO()
     import contextlib
@@ -121,6 +136,11 @@ def test_mixed_columns_become_typed_inputs(tmp_path: Path) -> None:
         answer = gw.execute(query, {"i": given})
         expected = model.predict(frame.iloc[[index]])[0]
         assert answer["data"]["predict"]["mixed"]["label"] == expected, answer
+    rows = frame.iloc[[0, 75, 140]]
+    columns = {c: rows[[c]].to_numpy().astype(np.float32) for c in numeric}
+    outputs = _infer(gw, "mixed", {**columns, "size": rows[["size"]].to_numpy().astype(object)})
+    assert outputs["label"] == model.predict(rows).tolist()
+    assert np.allclose(outputs["probabilities"], model.predict_proba(rows).reshape(-1), atol=1e-5)
 
 
 def test_regression_parity_and_a_tolerance_too_tight(tmp_path: Path, capsys: Any) -> None:
@@ -134,6 +154,15 @@ def test_regression_parity_and_a_tolerance_too_tight(tmp_path: Path, capsys: Any
     assert status == 0, out
     parity = json.loads(out)["parity"]
     assert parity["max_rel_error"] < 1e-4
+    gw = load_gateway(repo)
+    rows = data.data[[5, 50, 200]].astype(np.float32)
+    expected = model.predict(rows)
+    answer = gw.execute(
+        "query($i: GbrInput!) { predict { gbr(input: $i) { variable } } }",
+        {"i": {f"f{i}": float(v) for i, v in enumerate(rows[0])}},
+    )
+    assert abs(answer["data"]["predict"]["gbr"]["variable"] - expected[0]) < 1e-3, answer
+    assert np.allclose(_infer(gw, "gbr", {"input": rows})["variable"], expected, rtol=1e-5)
     status, _ = _convert(*common, "--name", "tight", "--repo", str(repo), "--tolerance", "1e-15")
     assert status == 1
     assert "does not answer like the original" in capsys.readouterr().err
@@ -184,6 +213,15 @@ def test_int8_quantisation_shrinks_the_model_within_its_reported_bound(tmp_path:
         tight = ["--version", "1", "--int8", "dynamic", "--tolerance", "0"]
         assert main(["optimize", *common, *tight]) == 1
     assert not (repo / "digits" / "3").exists()
+    # fp16: half the bytes; probabilities move by about fp16's precision.
+    half = io.StringIO()
+    with contextlib.redirect_stdout(half):
+        assert main(["optimize", *common, "--version", "1", "--fp16", "--json"]) == 0
+    report = json.loads(half.getvalue())
+    assert report["version"] == 3 and report["steps"] == ["fp16 conversion"]
+    assert report["size_bytes"]["result"] < report["size_bytes"]["source"] * 0.6
+    assert report["parity"]["probabilities_max_abs_error"] < 0.01
+    assert abs(accuracy(3) - accuracy(1)) <= max(1 - report["parity"]["label_agreement"], 0.01)
 
 
 def test_xgboost_and_lightgbm_model_files_convert_and_serve(tmp_path: Path) -> None:
@@ -230,3 +268,103 @@ def test_xgboost_and_lightgbm_model_files_convert_and_serve(tmp_path: Path) -> N
         answer = gw.execute(query, {"i": values})
         expected = iris.target_names[original.predict(x[[100]])[0]]
         assert answer["data"]["predict"][model]["label"] == expected, answer
+        rows = x[[0, 60, 120]]
+        outputs = _infer(gw, model, {"input": rows})
+        assert outputs["label"] == original.predict(rows).tolist()
+        expected_p = original.predict_proba(rows).reshape(-1)
+        assert np.allclose(outputs["probabilities"], expected_p, atol=1e-5)
+
+
+def test_samples_read_from_parquet_npz_and_npy(tmp_path: Path) -> None:
+    from gateway.convert import read_sample
+    from gateway.errors import ConfigError
+
+    frame = pd.DataFrame({"x": [1.5, 2.5], "colour": ["red", "blue"], "n": [1, 2]})
+    frame.to_parquet(tmp_path / "s.parquet")
+    sample = read_sample(tmp_path / "s.parquet")
+    assert sample.columns["x"].tolist() == [1.5, 2.5] and sample.columns["n"].dtype == np.float64
+    assert sample.columns["colour"].tolist() == ["red", "blue"] and sample.tabular
+    np.savez(tmp_path / "s.npz", image=np.zeros((3, 1, 4, 4), np.float32), ids=np.arange(3))
+    tensors = read_sample(tmp_path / "s.npz")
+    assert tensors.rows == 3 and not tensors.tabular
+    assert tensors.columns["ids"].dtype == np.int64
+    np.save(tmp_path / "images.npy", np.ones((5, 2, 2), np.float32))
+    assert list(read_sample(tmp_path / "images.npy").columns) == ["input"]
+
+    np.savez(tmp_path / "ragged.npz", a=np.zeros(3), b=np.zeros(4))
+    np.save(tmp_path / "flat.npy", np.zeros(3))
+    (tmp_path / "s.xlsx").write_bytes(b"")
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    for name, says in (
+        ("ragged.npz", "same number of rows"),
+        ("flat.npy", "expected rows"),
+        ("s.xlsx", "unknown sample format"),
+        ("bad.parquet", "cannot read the sample"),
+        ("missing.csv", "cannot read the sample"),
+    ):
+        try:
+            read_sample(tmp_path / name)
+        except ConfigError as exc:
+            assert says in exc.message, (name, exc.message)
+        else:
+            raise AssertionError(f"{name} was read")
+
+
+def test_a_new_version_keeps_model_toml_edits_and_must_pass_its_samples(
+    tmp_path: Path, capsys: Any
+) -> None:
+    import hashlib
+
+    iris = datasets.load_iris()
+    model = LogisticRegression(max_iter=1000).fit(iris.data, iris.target_names[iris.target])
+    joblib.dump(model, tmp_path / "iris.joblib")
+    pd.DataFrame(iris.data[::3], columns=IRIS_FEATURES).to_parquet(tmp_path / "sample.parquet")
+    repo = tmp_path / "repo"
+    args = [
+        "--sklearn",
+        str(tmp_path / "iris.joblib"),
+        "--sample",
+        str(tmp_path / "sample.parquet"),
+    ]
+    args += ["--name", "iris", "--repo", str(repo)]
+    assert _convert(*args)[0] == 0
+    toml = repo / "iris" / "model.toml"
+    digest = hashlib.sha256((repo / "iris" / "1" / "model.onnx").read_bytes()).hexdigest()
+    edited = toml.read_text().replace(
+        'description = "LogisticRegression converted with skl2onnx"',
+        'description = "Iris species, written by hand"',
+    )
+    toml.write_text(edited + f'\n[access]\nscopes = ["team-a"]\n\n[sha256]\n1 = "{digest}"\n')
+
+    assert _convert(*args)[0] == 0
+    config = tomllib.loads(toml.read_text())
+    assert config["description"] == "Iris species, written by hand"
+    assert config["access"] == {"scopes": ["team-a"]}
+    new_digest = hashlib.sha256((repo / "iris" / "2" / "model.onnx").read_bytes()).hexdigest()
+    assert config["sha256"] == {"1": digest, "2": new_digest}
+    assert config["conversion"]["version"] == 2
+
+    # A sample the new version gets wrong: nothing is written, model.toml is as it was.
+    wrong = toml.read_text().replace('expect = { label = "setosa" }', 'expect = { label = "x" }')
+    toml.write_text(wrong)
+    capsys.readouterr()
+    status, _ = _convert(*args)
+    message = capsys.readouterr().err
+    assert status == 2 and "expected label = 'x'" in message and "[[samples]]" in message
+    assert not (repo / "iris" / "3").exists() and toml.read_text() == wrong
+
+    served = wrong.replace('label = "x"', 'label = "setosa"')
+    toml.write_text(served.replace('[access]\nscopes = ["team-a"]', ""))  # open to all
+    gw = load_gateway(repo)
+    rows = iris.data[[10, 70, 140]].astype(np.float32)
+    query = (
+        'query($x: JSON!) { infer(model: "iris", inputs: [{name: "input", shape: [3, 4], '
+        "data: $x}]) { version outputs { name data } } }"
+    )
+    answer = gw.execute(query, {"x": rows.reshape(-1).tolist()})
+    assert "errors" not in answer, answer
+    assert answer["data"]["infer"]["version"] == 2
+    outputs = {o["name"]: o["data"] for o in answer["data"]["infer"]["outputs"]}
+    assert outputs["label"] == model.predict(rows).tolist()
+    expected = model.predict_proba(rows).reshape(-1)
+    assert np.allclose(outputs["probabilities"], expected, atol=1e-5)

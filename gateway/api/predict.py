@@ -52,7 +52,9 @@ def build_predict_type(typed_models: Sequence[TypedModel], descriptions: dict[st
     for i, tm in enumerate(typed_models):
         input_cls = _input_type(tm)
         prediction_cls = _prediction_type(tm)
-        about = descriptions.get(tm.model) or f"Model {tm.model}."
+        about = descriptions.get(tm.model, "").strip() or f"Model {tm.model}"
+        if not about.endswith((".", "!", "?")):
+            about += "."  # a sentence, whatever model.toml's description ends with
         namespace[f"m{i}"] = strawberry.field(
             resolver=_single_resolver(tm, input_cls, prediction_cls),
             name=tm.field,

@@ -1,6 +1,8 @@
 """Build the example model repository from data sets that ship with scikit-learn.
 
-Trains small models (nothing is downloaded), converts them with skl2onnx and writes
+Trains small models (nothing is downloaded) and writes them through ``gateway convert``'s own
+code (skl2onnx conversion, parity check on the test split, model.toml with labels, example,
+samples, provenance and baseline statistics, a load as the server would):
 ``<out>/<model>/<version>/model.onnx`` and ``<out>/<model>/model.toml``:
 
 - iris 1, 2: logistic regression, random forest; skl2onnx defaults (int64 label + ZipMap).
@@ -9,8 +11,8 @@ Trains small models (nothing is downloaded), converts them with skl2onnx and wri
 - dataset-topic 1: TF-IDF + logistic regression; string input [N, 1], string labels, ZipMap.
 
 Reproducible: random states and graph names are fixed, so runs with the same toolchain write
-byte-identical files (tests/test_example_models.py checks it). Every written model is run in
-onnxruntime on its test split and compared with scikit-learn; disagreement fails the build.
+byte-identical files (tests/test_example_models.py checks it). A version whose ONNX Runtime
+answers disagree with scikit-learn's on its test split fails the build.
 
 Usage: python models/build.py [--out DIR]   (default DIR: the directory of this script)
 """
@@ -18,11 +20,11 @@ Usage: python models/build.py [--out DIR]   (default DIR: the directory of this 
 from __future__ import annotations
 
 import argparse
-import json
 import re
+import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,9 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper
-from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 from sklearn import datasets
 from sklearn.ensemble import GradientBoostingRegressor, RandomForestClassifier
@@ -41,11 +41,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 
+from gateway.convert import Conversion, Sample, Source, sklearn_source, write_version
+
 Array = npt.NDArray[Any]
 
 DEFAULT_OUT = Path(__file__).resolve().parent
 RANDOM_STATE = 0
-TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 # Recorded in each model's metadata: other versions may train or convert slightly differently.
 TOOLCHAIN = ("numpy", "onnx", "scikit-learn", "scipy", "skl2onnx")
 # "C" is the one locale every C++ runtime has. skl2onnx leaves StringNormalizer's locale unset and
@@ -61,15 +62,23 @@ TOPIC_EXAMPLE = "The length and width of the sepals and petals of each flower we
 
 
 @dataclass(frozen=True)
-class Card:
-    """The contents of a model.toml."""
+class Version:
+    """One version as gateway convert writes it: the converted model, and the sample (the
+    example row first, then the test split) it is checked on."""
 
+    source: Source
+    sample: Sample
+    tolerance: float = PROBABILITY_ATOL
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One model of the repository (version i + 1 is versions[i])."""
+
+    name: str
     description: str
-    features: tuple[str, ...] = ()
+    versions: tuple[Version, ...]
     labels: tuple[str, ...] = ()
-    example: dict[str, float | str] = field(default_factory=dict)
-    #: The expected label of the example row: a [[samples]] check every version must pass.
-    example_label: str | None = None
 
 
 class Split(NamedTuple):
@@ -77,24 +86,6 @@ class Split(NamedTuple):
     x_test: Array
     y_train: Array
     y_test: Array
-
-
-@dataclass(frozen=True)
-class Check:
-    """The test split as the ONNX model takes it, and what scikit-learn predicts for it."""
-
-    feed: Array
-    labels: Array | None  # predicted labels (classifiers only)
-    scores: Array  # probabilities [N, C] for classifiers, predictions [N] for regressors
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One model of the repository: its card and its versions (version i + 1 is versions[i])."""
-
-    name: str
-    card: Card
-    versions: tuple[tuple[onnx.ModelProto, Check], ...]
 
 
 def _split(x: Array, y: Array, *, stratify: bool = True) -> Split:
@@ -108,37 +99,36 @@ def _fit(
     estimator: Any,
     split: Split,
     name: str,
+    sample: dict[str, Array],
     input_type: object,
     *,
     input_name: str = "float_input",
     zipmap: bool = True,
-    feed: Array | None = None,
-) -> tuple[onnx.ModelProto, Check]:
-    """Fit, convert with skl2onnx and record scikit-learn's predictions on the test split.
+    data: Array | None = None,
+) -> Version:
+    """Fit, convert with gateway convert's skl2onnx step, and keep scikit-learn's answers on
+    ``data`` (default: the sample's columns as a matrix) for the parity check.
 
-    `feed` is the test split as the ONNX model takes it (default: as scikit-learn takes it).
+    ``sample`` is ``data`` as the ONNX model takes it, by column or input name.
     """
     estimator.fit(split.x_train, split.y_train)
     options: dict[Any, Any] = {TfidfVectorizer: {"locale": STRING_NORMALIZER_LOCALE}}
-    if not zipmap:
-        options[id(estimator)] = {"zipmap": False}
-    # An explicit name: skl2onnx would otherwise name the graph with a random uuid.
-    model: onnx.ModelProto = convert_sklearn(
+    table = Sample(sample)
+    source = sklearn_source(
         estimator,
+        table,
+        data=data,
+        # An explicit name: skl2onnx would otherwise name the graph with a random uuid.
         name=name,
         initial_types=[(input_name, input_type)],
-        target_opset=TARGET_OPSET,
         options=options,
+        zipmap=zipmap,
     )
-    feed = split.x_test if feed is None else feed
-    if hasattr(estimator, "predict_proba"):
-        labels = estimator.predict(split.x_test)
-        return model, Check(feed, labels, estimator.predict_proba(split.x_test))
-    return model, Check(feed, None, estimator.predict(split.x_test))
+    return Version(source, table)
 
 
-def _example(features: tuple[str, ...], row: Array) -> dict[str, float | str]:
-    return {f: round(float(v), 6) for f, v in zip(features, row, strict=True)}
+def _columns(features: tuple[str, ...], rows: Array) -> dict[str, Array]:
+    return {f: rows[:, i].astype(np.float64) for i, f in enumerate(features)}
 
 
 def build_iris() -> Entry:
@@ -146,20 +136,28 @@ def build_iris() -> Entry:
     data = datasets.load_iris()
     split = _split(data.data.astype(np.float32), data.target)
     features = tuple(re.sub(r" \(cm\)$", "", n).replace(" ", "_") for n in data.feature_names)
+    # The first row of the data set (a setosa) leads: it becomes the example and the sample
+    # every version must get right.
+    rows = np.vstack([data.data[:1].astype(np.float32), split.x_test])
     forest = RandomForestClassifier(n_estimators=20, max_depth=4, random_state=RANDOM_STATE)
-    versions = (
-        _fit(LogisticRegression(max_iter=1000), split, "iris", FloatTensorType([None, 4])),
-        _fit(forest, split, "iris", FloatTensorType([None, 4])),
-    )
-    card = Card(
-        description="Iris flower species from four measurements in cm "
+    sample = _columns(features, rows)
+    return Entry(
+        "iris",
+        "Iris flower species from four measurements in cm "
         "(v1 logistic regression, v2 random forest).",
-        features=features,
+        (
+            _fit(
+                LogisticRegression(max_iter=1000),
+                split,
+                "iris",
+                sample,
+                FloatTensorType([None, 4]),
+                data=rows,
+            ),
+            _fit(forest, split, "iris", sample, FloatTensorType([None, 4]), data=rows),
+        ),
         labels=tuple(str(n) for n in data.target_names),
-        example=_example(features, data.data[0]),
-        example_label=str(data.target_names[data.target[0]]),
     )
-    return Entry("iris", card, versions)
 
 
 def build_diabetes() -> Entry:
@@ -170,14 +168,20 @@ def build_diabetes() -> Entry:
         n_estimators=100, max_depth=3, learning_rate=0.05, random_state=RANDOM_STATE
     )
     features = tuple(str(n) for n in data.feature_names)
-    card = Card(
-        description="Diabetes progression one year after baseline from ten standardised "
-        "baseline variables (gradient-boosted trees).",
-        features=features,
-        example=_example(features, data.data[0]),
+    rows = np.vstack([data.data[:1].astype(np.float32), split.x_test])
+    version = _fit(
+        regressor,
+        split,
+        "diabetes",
+        _columns(features, rows),
+        FloatTensorType([None, 10]),
+        data=rows,
     )
     return Entry(
-        "diabetes", card, (_fit(regressor, split, "diabetes", FloatTensorType([None, 10])),)
+        "diabetes",
+        "Diabetes progression one year after baseline from ten standardised "
+        "baseline variables (gradient-boosted trees).",
+        (Version(version.source, version.sample, REGRESSION_RTOL),),
     )
 
 
@@ -199,21 +203,27 @@ def build_digits() -> Entry:
     """Handwritten digits from 8x8 images: logistic regression on the 64 pixels."""
     data = datasets.load_digits()
     split = _split(data.data.astype(np.float32), data.target)
-    model, check = _fit(
+    version = _fit(
         LogisticRegression(max_iter=2000),
         split,
         "digits",
+        {"image": split.x_test.reshape(-1, 1, 8, 8)},
         FloatTensorType([None, 64]),
         input_name="pixels",
         zipmap=False,
-        feed=split.x_test.reshape(-1, 1, 8, 8),
+        data=split.x_test,
     )
-    card = Card(
-        description="Handwritten digit 0-9 from an 8x8 grey-level image with pixel values "
+    version.source.onnx_model = _prepend_reshape(
+        version.source.onnx_model, image="image", flat="pixels"
+    )
+    version.source.inputs = ["image"]
+    return Entry(
+        "digits",
+        "Handwritten digit 0-9 from an 8x8 grey-level image with pixel values "
         "0..16, shaped [N, 1, 8, 8] (logistic regression).",
+        (version,),
         labels=tuple(str(d) for d in range(10)),
     )
-    return Entry("digits", card, ((_prepend_reshape(model, image="image", flat="pixels"), check),))
 
 
 def _sentences(text: str) -> list[str]:
@@ -249,96 +259,52 @@ def build_dataset_topic() -> Entry:
         TfidfVectorizer(token_pattern=TOKEN_PATTERN, ngram_range=(1, 2)),
         LogisticRegression(C=10.0, max_iter=1000),
     )
-    text = StringTensorType([None, 1])
+    text = np.array([TOPIC_EXAMPLE, *split.x_test], dtype=object)
     version = _fit(
-        pipeline, split, "dataset_topic", text, input_name="text", feed=split.x_test.reshape(-1, 1)
-    )
-    if pipeline.predict([TOPIC_EXAMPLE])[0] != "iris":
+        pipeline, split, "dataset_topic", {"text": text}, StringTensorType([None, 1]),
+        input_name="text", data=text,
+    )  # fmt: skip
+    if version.source.original["label"][0] != "iris":
         raise RuntimeError(f"dataset-topic: the example {TOPIC_EXAMPLE!r} is not about iris")
-    card = Card(
-        description=f"Which scikit-learn data set ({', '.join(TOPICS)}) a sentence describes"
+    return Entry(
+        "dataset-topic",
+        f"Which scikit-learn data set ({', '.join(TOPICS)}) a sentence describes"
         " (TF-IDF + logistic regression on the data sets' descriptions).",
-        features=("text",),
-        example={"text": TOPIC_EXAMPLE},
+        (version,),
     )
-    return Entry("dataset-topic", card, (version,))
-
-
-def _finish(model: onnx.ModelProto, card: Card) -> onnx.ModelProto:
-    # skl2onnx gathers opsets in a set (so their order follows PYTHONHASHSEED) and may list a
-    # domain twice: keep one entry per domain, sorted.
-    opsets: dict[str, int] = {}
-    for opset in model.opset_import:
-        opsets[opset.domain] = max(opset.version, opsets.get(opset.domain, 0))
-    del model.opset_import[:]
-    model.opset_import.extend(helper.make_opsetid(d, v) for d, v in sorted(opsets.items()))
-    model.doc_string = card.description
-    toolchain = " ".join(f"{name}=={installed_version(name)}" for name in TOOLCHAIN)
-    helper.set_model_props(model, {"source": "models/build.py", "toolchain": toolchain})
-    onnx.checker.check_model(model, full_check=True)
-    return model
-
-
-def _toml(card: Card) -> str:
-    # A JSON string, number or list of strings is also valid TOML.
-    keys = {"description": card.description, "features": card.features, "labels": card.labels}
-    lines = [
-        f"{k} = {json.dumps(v if isinstance(v, str) else list(v))}" for k, v in keys.items() if v
-    ]
-    if card.example:
-        lines += ["", "[example]", *(f"{k} = {json.dumps(v)}" for k, v in card.example.items())]
-    if card.example and card.example_label is not None:
-        row = ", ".join(f"{k} = {json.dumps(v)}" for k, v in card.example.items())
-        lines += [
-            "",
-            "# Checked before a version takes traffic: a retrained model that gets this wrong",
-            "# stays unloaded (and the previous version keeps serving).",
-            "[[samples]]",
-            f"input = {{ {row} }}",
-            f"expect = {{ label = {json.dumps(card.example_label)} }}",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def _verify(path: Path, check: Check) -> tuple[float | None, float]:
-    """Run the written model on the test split; return (label agreement, max abs difference)."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    outputs = session.run(None, {session.get_inputs()[0].name: check.feed})
-    if check.labels is None:
-        agreement = None
-        difference = float(np.max(np.abs(np.ravel(outputs[0]) - check.scores)))
-        tolerance = REGRESSION_RTOL * float(np.max(np.abs(check.scores)))
-    else:
-        agreement = float(np.mean(np.asarray(outputs[0]) == check.labels))
-        probabilities = outputs[1]
-        if isinstance(probabilities, list):  # ZipMap: one {class: probability} per row
-            probabilities = [[row[k] for k in sorted(row)] for row in probabilities]
-        difference = float(np.max(np.abs(np.asarray(probabilities) - check.scores)))
-        tolerance = PROBABILITY_ATOL
-    too_few_agree = agreement is not None and agreement < MIN_LABEL_AGREEMENT
-    if too_few_agree or difference > tolerance:
-        raise RuntimeError(
-            f"{path}: onnxruntime disagrees with scikit-learn (label agreement {agreement}, "
-            f"max abs difference {difference:.2e}, tolerance {tolerance:.1e})"
-        )
-    return agreement, difference
 
 
 def _write(entry: Entry, out: Path) -> list[str]:
-    """Write one model's card and versions under `out`, verify each version; return table rows."""
-    (out / entry.name).mkdir(parents=True, exist_ok=True)
-    (out / entry.name / "model.toml").write_text(_toml(entry.card), encoding="utf-8")
+    """Write one model's versions under ``out`` with gateway convert's code; return table rows.
+
+    Raises:
+        RuntimeError: a version's answers differ from scikit-learn's on its test split.
+    """
+    shutil.rmtree(out / entry.name, ignore_errors=True)  # the build owns these directories
+    toolchain = " ".join(f"{name}=={installed_version(name)}" for name in TOOLCHAIN)
     rows = []
-    for number, (model, check) in enumerate(entry.versions, start=1):
-        path = out / entry.name / str(number) / "model.onnx"
-        path.parent.mkdir(exist_ok=True)
-        path.write_bytes(_finish(model, entry.card).SerializeToString())
-        agreement, difference = _verify(path, check)
+    for number, version in enumerate(entry.versions, start=1):
+        done: Conversion = write_version(
+            version.source,
+            version.sample,
+            out,
+            entry.name,
+            version.tolerance,
+            entry.description,
+            version=number,
+            labels=list(entry.labels) or None,
+            metadata={"source": "models/build.py", "toolchain": toolchain},
+        )
+        agreement = done.parity.get("label_agreement")
+        if agreement is not None and agreement < MIN_LABEL_AGREEMENT:
+            raise RuntimeError(f"{done.path}: label agreement {agreement} with scikit-learn")
+        difference = done.parity.get(
+            "probabilities_max_abs_error", done.parity.get("max_abs_error")
+        )
         labels = "-" if agreement is None else f"{agreement:.3f}"
-        size = path.stat().st_size / 1024
+        size = done.path.stat().st_size / 1024
         rows.append(
-            f"{entry.name:<14}{number:>3}{len(check.feed):>6}{labels:>10}"
-            f"{difference:>12.2e}{size:>10.1f}"
+            f"{entry.name:<14}{number:>3}{done.rows:>6}{labels:>10}{difference:>12.2e}{size:>10.1f}"
         )
     return rows
 

@@ -270,8 +270,8 @@ def test_xgboost_and_lightgbm_model_files_convert_and_serve(tmp_path: Path) -> N
         assert answer["data"]["predict"][model]["label"] == expected, answer
         rows = x[[0, 60, 120]]
         outputs = _infer(gw, model, {"input": rows})
-        assert outputs["label"] == original.predict(rows).tolist()
-        expected_p = original.predict_proba(rows).reshape(-1)
+        assert outputs["label"] == np.asarray(original.predict(rows)).tolist()
+        expected_p = np.asarray(original.predict_proba(rows)).reshape(-1)
         assert np.allclose(outputs["probabilities"], expected_p, atol=1e-5)
 
 

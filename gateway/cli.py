@@ -80,17 +80,28 @@ def _parser() -> argparse.ArgumentParser:
         "never loads pickles or imports model code.",
     )
     source = convert.add_mutually_exclusive_group(required=True)
-    source.add_argument("--sklearn", type=Path, help="a joblib/pickle file (runs its code)")
-    source.add_argument("--xgboost", type=Path, help="an XGBoost model file (save_model)")
-    source.add_argument("--lightgbm", type=Path, help="a LightGBM model file (save_model)")
-    source.add_argument("--torchscript", type=Path, help="a TorchScript file (torch.jit.save)")
+    source.add_argument(
+        "--sklearn", type=Path, metavar="FILE", help="a joblib/pickle file (runs its code)"
+    )
+    source.add_argument(
+        "--xgboost", type=Path, metavar="FILE", help="an XGBoost model file (save_model)"
+    )
+    source.add_argument(
+        "--lightgbm", type=Path, metavar="FILE", help="a LightGBM model file (save_model)"
+    )
+    source.add_argument(
+        "--torchscript", type=Path, metavar="FILE", help="a TorchScript file (torch.jit.save)"
+    )
     source.add_argument(
         "--torch",
         metavar="MODULE:FACTORY",
         help="a PyTorch nn.Module made by calling FACTORY() from MODULE (imports it)",
     )
     convert.add_argument(
-        "--weights", type=Path, help="--torch: a state dict (torch.save), read as tensors only"
+        "--weights",
+        type=Path,
+        metavar="FILE",
+        help="--torch: a state dict (torch.save), read as tensors only",
     )
     convert.add_argument(
         "--classifier",

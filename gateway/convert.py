@@ -252,9 +252,14 @@ def sklearn_source(
     with progress.step(f"running the original on {sample.rows} rows"):
         if data is None:
             data = sample.frame() if named else sample.matrix()
-        original = {"label": np.asarray(estimator.predict(data))}
-        if hasattr(estimator, "predict_proba"):
-            original["probabilities"] = np.asarray(estimator.predict_proba(data))
+        try:
+            original = {"label": np.asarray(estimator.predict(data))}
+            if hasattr(estimator, "predict_proba"):
+                original["probabilities"] = np.asarray(estimator.predict_proba(data))
+        except Exception as exc:  # the estimator's own refusal: a category it never saw...
+            raise ConfigError(
+                f"the original model fails on the sample, so nothing can be compared: {exc}"
+            ) from exc
     return Source(
         onnx_model,
         inputs,

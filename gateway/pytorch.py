@@ -91,7 +91,10 @@ def convert_torch(
         module.eval()
     names, tensors = _inputs(sample)
     with progress.step(f"running the module on {sample.rows} rows"):
-        results = _run(module, tensors)
+        try:
+            results = _run(module, tensors)
+        except (RuntimeError, TypeError, ValueError) as exc:  # shapes or types that do not fit
+            raise ConfigError(f"the module fails on the sample: {exc}") from exc
     outputs = _output_names(len(results))
     with progress.step(f"exporting with torch.onnx (opset {OPSET})"):
         onnx_model, exporter = _export(

@@ -121,6 +121,16 @@ def test_mixed_columns_become_typed_inputs(tmp_path: Path) -> None:
     shares = frame.iloc[::2]["size"].value_counts(normalize=True).round(6).to_dict()
     assert config["baseline"]["features"]["size"]["categories"] == shares
 
+    # A category the encoder never saw: a clear refusal, not a traceback.
+    unseen = frame.iloc[:3].copy()
+    unseen["size"] = "huge"
+    _csv(tmp_path / "unseen.csv", list(unseen.columns), unseen.values.tolist())
+    status, _ = _convert(
+        "--sklearn", str(tmp_path / "mixed.joblib"), "--sample", str(tmp_path / "unseen.csv"),
+        "--name", "unseen", "--repo", str(repo),
+    )  # fmt: skip
+    assert status == 2 and not (repo / "unseen").exists()
+
     gw = load_gateway(repo)
     sdl = gw.sdl
     assert "size: String!" in sdl and "sepalLength: Float!" in sdl

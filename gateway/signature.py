@@ -9,7 +9,7 @@ turns them into: FP32 ``[N, classes]``, columns in class order.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
@@ -58,13 +58,21 @@ class Signature:
     class_labels: tuple[str | int, ...] | None = None
     opset: int = 0
 
+    #: Inputs and outputs by name: outputs are looked up for every request.
+    _inputs_by_name: dict[str, IOSpec] = field(init=False, repr=False, compare=False)
+    _outputs_by_name: dict[str, IOSpec] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_inputs_by_name", {i.name: i for i in self.inputs})
+        object.__setattr__(self, "_outputs_by_name", {o.name: o for o in self.outputs})
+
     def input(self, name: str) -> IOSpec | None:
         """The input called ``name``, if any."""
-        return next((i for i in self.inputs if i.name == name), None)
+        return self._inputs_by_name.get(name)
 
     def output(self, name: str) -> IOSpec | None:
         """The output called ``name``, if any."""
-        return next((o for o in self.outputs if o.name == name), None)
+        return self._outputs_by_name.get(name)
 
 
 def read_signature(path: Path) -> Signature:

@@ -40,6 +40,10 @@ RESERVED_PREDICTION_FIELDS = frozenset({"label", "probabilities", "modelVersion"
 _PROBABILITY_NAME = re.compile(r"prob|score|logit|softmax", re.IGNORECASE)
 _LABEL_TYPES = {DataType.INT64, DataType.INT32, DataType.BYTES}
 _FLOAT_TYPES = {DataType.FP16, DataType.FP32, DataType.FP64}
+#: The largest finite value of each float type: beyond it a value would become infinite.
+_LARGEST = {t: float(np.finfo(numpy_dtype(t)).max) for t in _FLOAT_TYPES}
+#: Up to this many values, float feeds are checked in Python rather than with numpy calls.
+_FEW_VALUES = 64
 _INT_RANGES = {
     dt: (int(np.iinfo(numpy_dtype(dt)).min), int(np.iinfo(numpy_dtype(dt)).max))
     for dt in (
@@ -152,6 +156,19 @@ class TypedModel:
         feeds: dict[str, np.ndarray] = {}
         for spec in self.signature.inputs:
             fields = self.float_columns[spec.name]
+            if len(rows) * len(fields) <= _FEW_VALUES:
+                # A few values (a single row): checked in Python, which costs less than the
+                # numpy calls and error-state switches of the path below.
+                try:
+                    flat = [float(row[f.graphql]) for row in rows for f in fields]
+                except (TypeError, ValueError):
+                    return None
+                largest = _LARGEST[spec.datatype]  # NaN and infinities fail the comparison too
+                if not all(-largest <= v <= largest for v in flat):
+                    return None
+                dtype = numpy_dtype(spec.datatype)
+                feeds[spec.name] = np.array(flat, dtype).reshape(len(rows), len(fields))
+                continue
             try:
                 matrix = np.array([[row[f.graphql] for f in fields] for row in rows], np.float64)
             except (TypeError, ValueError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,11 +16,22 @@ from gateway.lifecycle import Lifecycle
 from gateway.runtime import ModelRuntime
 from gateway.typed import TypedModel
 
-__all__ = ["CALLER_HEADER", "GatewayContext", "Info"]
+__all__ = ["CALLER_HEADER", "GatewayContext", "Info", "header_map"]
 
 CALLER_HEADER = "x-caller-key"
 #: The caller of an in-process execution (tests, ``gateway check``): no request, every scope.
 IN_PROCESS = Principal("in-process", frozenset({"predict", "metadata", "admin"}), "in-process")
+
+
+def header_map(scope: MutableMapping[str, Any]) -> dict[str, str]:
+    """The request's headers as a dict, made once per request. ASGI servers give the names in
+    lower case; Starlette's ``Headers`` scans the raw list on each lookup, and a missing header
+    costs it a KeyError: on the hot path, several lookups per request add up."""
+    headers: dict[str, str] | None = scope.get("gateway.headers")
+    if headers is None:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        scope["gateway.headers"] = headers
+    return headers
 
 
 @dataclass(slots=True)
@@ -68,8 +79,8 @@ class GatewayContext:
     def caller(self) -> str | None:
         """The caller's key (the ``X-Caller-Key`` header): a canary split sends the same
         caller to the same version."""
-        headers = getattr(self.request, "headers", None)
-        return headers.get(CALLER_HEADER) if headers is not None else None
+        scope = getattr(self.request, "scope", None)
+        return header_map(scope).get(CALLER_HEADER) if scope is not None else None
 
 
 Info = strawberry.Info[GatewayContext, None]

@@ -15,6 +15,7 @@ from strawberry.asgi import GraphQL
 from strawberry.schema import BaseSchema
 
 from gateway.api import GatewayContext
+from gateway.api.context import header_map
 from gateway.api.fastpath import FastResponse
 from gateway.api.limits import RowBudget
 from gateway.app.state import Gateway
@@ -34,8 +35,8 @@ PAGE_HEADERS = {
 }
 
 
-def _is_json(request: Request) -> bool:
-    return request.headers.get("content-type", "").split(";")[0].strip() == "application/json"
+def _is_json(headers: dict[str, str]) -> bool:
+    return headers.get("content-type", "").split(";")[0].strip() == "application/json"
 
 
 def _json(answer: FastResponse) -> Response:
@@ -57,7 +58,7 @@ def _unauthenticated(exc: UnauthenticatedError) -> Response:
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
     """The body, or None when it is larger than ``limit`` (read no further than that)."""
-    declared = request.headers.get("content-length")
+    declared = header_map(request.scope).get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return None
     chunks, size = [], 0
@@ -96,7 +97,7 @@ def _rate_limited(wait: int) -> Response:
 
 
 def _unsupported_media(request: Request) -> Response:
-    given = request.headers.get("content-type", "none")
+    given = header_map(request.scope).get("content-type", "none")
     error = {
         "message": f"unsupported content type {given!r}: send application/json",
         "extensions": {"code": BadRequestError.code},
@@ -166,9 +167,10 @@ class GraphQLView(GraphQL[GatewayContext, None]):
             await super().__call__(scope, receive, send)
             return
         request = Request(scope, receive=receive)
-        if not (scope["method"] == "GET" and "text/html" in request.headers.get("accept", "")):
+        headers = header_map(scope)
+        if not (scope["method"] == "GET" and "text/html" in headers.get("accept", "")):
             try:  # every GraphQL request, whichever path runs it (the explorer's page: none)
-                principal = self._gateway.auth.authenticate(request.headers)
+                principal = self._gateway.auth.authenticate(headers)
             except UnauthenticatedError as exc:
                 await _unauthenticated(exc)(scope, receive, send)
                 return
@@ -186,7 +188,7 @@ class GraphQLView(GraphQL[GatewayContext, None]):
             if body is None:
                 await _too_large(limit)(scope, receive, send)
                 return
-            if not _is_json(request):  # GraphQL over HTTP: POST bodies are JSON
+            if not _is_json(headers):  # GraphQL over HTTP: POST bodies are JSON
                 await _unsupported_media(request)(scope, receive, send)
                 return
             try:

@@ -31,10 +31,16 @@ def _trace_ids() -> tuple[str, str] | None:
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, trace ids, extras."""
 
+    _stamp: tuple[int, str] = (-1, "")
+
     def format(self, record: logging.LogRecord) -> str:
+        second, stamp = self._stamp
+        if int(record.created) != second:  # the date and time change once a second
+            second = int(record.created)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._stamp = (second, stamp)  # one assignment: a tuple, whole for every thread
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": f"{stamp}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -76,6 +82,12 @@ def configure_logging(level: str, fmt: str, *, stream: TextIO | None = None) -> 
     handler.setFormatter(JsonFormatter() if fmt == "json" else HumanFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    # A record per request (the access line): skip what no formatter here prints, as the
+    # Logging HOWTO's "Optimization" section shows (the caller's frame, thread and process).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)

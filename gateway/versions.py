@@ -87,6 +87,8 @@ class ModelEntry:
     def pick(self, caller: str | None = None) -> int | None:
         """The version for a request that names none: by the canary split when one is set
         (sticky per ``caller`` when given), else the default."""
+        if not self.split:  # no canary: the common case, on every request
+            return self.default_version
         shares = [(v, w) for v, w in self.split if w > 0 and self.ready(v)]
         if not shares:
             return self.default_version

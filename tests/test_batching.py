@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,35 @@ def test_concurrent_requests_share_runs_and_get_their_own_rows(
     assert sum(run.sizes) == 80
     assert len(run.sizes) < 10  # 40 requests, a few runs: the first alone, then big batches
     assert max(run.sizes) > 20
+
+
+def test_requests_the_loop_is_still_reading_join_the_batch(
+    pool: concurrent.futures.Executor,
+) -> None:
+    """Without max_delay, rows that arrive while the event loop is busy (requests a few loop
+    iterations from being queued) still make one batch, not a run for the first alone."""
+    run = Recorder()
+    batcher = _batcher(run, pool, max_batch_size=64)
+
+    async def arriving(value: float, steps: int) -> dict[str, np.ndarray]:
+        for _ in range(steps):  # parsing, validating: a few loop iterations each
+            await asyncio.sleep(0)
+        return await batcher.submit(_feeds(value), None)
+
+    async def scenario() -> list[dict[str, np.ndarray]]:
+        return list(await asyncio.gather(*(arriving(i, i % 3) for i in range(12))))
+
+    results = asyncio.run(scenario())
+    assert [r["y"].item() for r in results] == [2 * i for i in range(12)]
+    assert run.sizes == [12]
+
+    async def alone() -> dict[str, np.ndarray]:  # and a lone request is not held back
+        started = time.perf_counter()
+        result = await batcher.submit(_feeds(7), None)
+        assert time.perf_counter() - started < 0.005
+        return result
+
+    assert asyncio.run(alone())["y"].item() == 14
 
 
 def test_batches_respect_max_batch_size_and_a_big_request_runs_alone(

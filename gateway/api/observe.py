@@ -21,7 +21,7 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.util.types import AttributeValue
 from strawberry.extensions import SchemaExtension
 
-from gateway.api.context import GatewayContext
+from gateway.api.context import GatewayContext, header_map
 from gateway.observability import CODE_ATTRIBUTE, MODELS_ATTRIBUTE
 
 __all__ = ["OperationObserver", "OperationRecord", "outcome"]
@@ -57,8 +57,8 @@ class OperationRecord:
         self.span: trace.Span = trace.INVALID_SPAN
         self._token: Any = None
         if observer.tracing:
-            headers = getattr(ctx.request, "headers", None)
-            parent = _caller_context(headers) if headers else None
+            scope = getattr(ctx.request, "scope", None)
+            parent = _caller_context(header_map(scope)) if scope is not None else None
             self.span = observer.tracer.start_span(
                 "GraphQL Operation", context=parent, kind=trace.SpanKind.SERVER
             )

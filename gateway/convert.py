@@ -369,11 +369,13 @@ def write_version(
         digest=(version, model.SerializeToString()),
     )
     with progress.step(f"writing {target}"):
-        target.parent.mkdir(parents=True, exist_ok=True)
+        model_dir.mkdir(parents=True, exist_ok=True)
         # model.toml first, then the model by rename: a server polling the repository sees the
-        # version only when it is complete, with the configuration written for it.
+        # version only when it is complete, with the configuration written for it. The model
+        # is written in the model's directory, where a file is not a version (a version
+        # directory without its model.onnx would be reported as skipped).
         _replace(config_path, text.encode())
-        _replace(target, model.SerializeToString())
+        _replace(target, model.SerializeToString(), scratch=model_dir)
     with progress.step(f"loading {name} version {version} as the server would"):
         problem = _load_problem(repository, name, version)
         if problem is not None:
@@ -427,10 +429,12 @@ def _finish(model: onnx.ModelProto, description: str, props: dict[str, str]) -> 
     return model
 
 
-def _replace(path: Path, content: bytes) -> None:
-    """Write ``path`` whole or not at all: a temporary file beside it, then a rename."""
-    temporary = path.with_name(f".{path.name}.tmp")
+def _replace(path: Path, content: bytes, *, scratch: Path | None = None) -> None:
+    """Write ``path`` whole or not at all: a temporary file (beside it, or in ``scratch`` on
+    the same file system), then a rename."""
+    temporary = (scratch or path.parent) / f".{path.parent.name}-{path.name}.tmp"
     temporary.write_bytes(content)
+    path.parent.mkdir(parents=True, exist_ok=True)
     os.replace(temporary, path)
 
 

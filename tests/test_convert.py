@@ -353,6 +353,7 @@ def test_a_new_version_keeps_model_toml_edits_and_must_pass_its_samples(
     new_digest = hashlib.sha256((repo / "iris" / "2" / "model.onnx").read_bytes()).hexdigest()
     assert config["sha256"] == {"1": digest, "2": new_digest}
     assert config["conversion"]["version"] == 2
+    assert not list((repo / "iris").rglob(".*"))  # no temporary file left behind
 
     # A sample the new version gets wrong: nothing is written, model.toml is as it was.
     wrong = toml.read_text().replace('expect = { label = "setosa" }', 'expect = { label = "x" }')

@@ -37,6 +37,7 @@ import onnxruntime as ort
 
 from gateway.errors import ConfigError, GatewayError
 from gateway.progress import Progress
+from gateway.tensors import datatype_from_onnx, numpy_dtype
 
 __all__ = [
     "Conversion",
@@ -55,18 +56,6 @@ _QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 #: Beyond this many distinct values (or more distinct values than half the rows), a text column
 #: is free text, summarised by length rather than by category.
 _MAX_CATEGORIES = 100
-#: numpy types of the ONNX input types a sample can feed.
-_TYPES = {
-    "tensor(float)": np.float32,
-    "tensor(double)": np.float64,
-    "tensor(float16)": np.float16,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8,
-    "tensor(bool)": np.bool_,
-    "tensor(string)": object,
-}
 _SAMPLE_FORMATS = ".csv (with a header row), .parquet, .npy or .npz"
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 #: model.toml keys that describe a conversion: rewritten by each one. Other keys (``[access]``,
@@ -511,7 +500,7 @@ def feeds_for(session: ort.InferenceSession, sample: Sample) -> dict[str, np.nda
     sample (a table, or its one tensor) as the model's single input."""
     inputs = session.get_inputs()
     if len(inputs) == 1 and inputs[0].name not in sample.columns:
-        dtype = _TYPES.get(inputs[0].type, np.float32)
+        dtype = _dtype(inputs[0].type)
         if len(sample.columns) == 1 and not sample.tabular:
             return {inputs[0].name: next(iter(sample.columns.values())).astype(dtype)}
         return {inputs[0].name: sample.matrix().astype(dtype)}
@@ -522,13 +511,20 @@ def feeds_for(session: ort.InferenceSession, sample: Sample) -> dict[str, np.nda
                 f"the sample has no column {spec.name!r} for the model's input; it has "
                 + ", ".join(sample.columns)
             )
-        dtype = _TYPES.get(spec.type, np.float32)
+        dtype = _dtype(spec.type)
         column = sample.columns[spec.name]
-        values = column.astype(str) if dtype is object else column
+        values = column.astype(str) if dtype.kind == "O" else column
         if column.ndim == 1 and len(spec.shape) == 2:
             values = values.reshape(-1, 1)  # a table column as an [N, 1] input
         feeds[spec.name] = values.astype(dtype)
     return feeds
+
+
+def _dtype(onnx_type: str) -> np.dtype[Any]:
+    """The numpy type of an ONNX Runtime input type ("tensor(float)"); float32 for types the
+    gateway does not serve (the session then says what it wanted)."""
+    datatype = datatype_from_onnx(onnx_type)
+    return numpy_dtype(datatype) if datatype is not None else np.dtype(np.float32)
 
 
 def _dense(values: Any) -> np.ndarray:

@@ -391,11 +391,17 @@ def _first_check(source: Source, sample: Sample) -> dict[str, Any]:
     synthetic zeros and empty strings trip categorical encoders) before a version serves."""
     check: dict[str, Any] = {"input": {k: _plain(v[0]) for k, v in sample.columns.items()}}
     if "probabilities" in source.original:
-        label = str(source.original["label"][0])
-        if source.labels and label.isdigit() and str(source.labels[0]) != label:
-            label = source.labels[int(label)]  # classes named in model.toml by index
-        check["expect"] = {"label": label}
+        check["expect"] = {"label": _class_name(source.original["label"][0], source.labels)}
     return check
+
+
+def _class_name(label: Any, names: list[str]) -> str:
+    """A predicted label as the gateway answers it: a class index named in model.toml's
+    ``labels`` becomes that name; a label that is a class itself (3, of classes 3, 4, 5) stays."""
+    text = str(label)
+    if text in names or not text.isdigit() or int(text) >= len(names):
+        return text
+    return names[int(text)]
 
 
 def _finish(model: onnx.ModelProto, description: str, props: dict[str, str]) -> onnx.ModelProto:
@@ -597,9 +603,7 @@ def _statistics(
             features[name]["shape"] = list(column.shape[1:])
     baseline: dict[str, Any] = {"rows": sample.rows, "features": features}
     if "probabilities" in original:
-        predicted = original["label"].astype(str)
-        if labels and all(p.isdigit() and int(p) < len(labels) for p in predicted):
-            predicted = np.asarray([labels[int(p)] for p in predicted])  # classes by name
+        predicted = [_class_name(label, labels) for label in original["label"]]
         names, counts = np.unique(predicted, return_counts=True)
         baseline["classes"] = {
             str(v): round(float(c) / sample.rows, 6) for v, c in zip(names, counts, strict=True)

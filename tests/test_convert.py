@@ -94,6 +94,18 @@ def test_a_numeric_pipeline_converts_serves_and_versions(tmp_path: Path) -> None
 
     status, out = _convert(*args, "--name", "flowers", "--repo", str(repo))
     assert status == 0 and "version 2" in out  # the next version, ready to serve
+
+    # Classes that are numbers but not indices (3, 4, 5) stay themselves in model.toml.
+    numbered = LogisticRegression(max_iter=1000).fit(iris.data, iris.target + 3)
+    joblib.dump(numbered, tmp_path / "numbered.joblib")
+    status, out = _convert(
+        "--sklearn", str(tmp_path / "numbered.joblib"), "--sample", str(sample),
+        "--name", "numbered", "--repo", str(repo),
+    )  # fmt: skip
+    assert status == 0, out
+    config = tomllib.loads((repo / "numbered" / "model.toml").read_text())
+    assert config["samples"][0]["expect"] == {"label": "3"}
+    assert set(config["baseline"]["classes"]) == {"3", "4", "5"}
     assert (repo / "flowers" / "2" / "model.onnx").is_file()
 
 

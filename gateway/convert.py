@@ -19,6 +19,7 @@ Needs the ``convert`` extra (scikit-learn, skl2onnx, pandas, pyarrow).
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -346,6 +347,7 @@ def write_version(
         description or existing.get("description") or _describe(source),
         {**{k: str(v) for k, v in source.provenance.items()}, **(metadata or {})},
     )
+    payload = model.SerializeToString()
     text = _config_text(
         existing,
         description=description,
@@ -355,7 +357,7 @@ def write_version(
         check=_first_check(source, sample),
         conversion=provenance,
         baseline=_statistics(sample, source.original, source.labels),
-        digest=(version, model.SerializeToString()),
+        digest=(version, hashlib.sha256(payload).hexdigest()),
     )
     with progress.step(f"writing {target}"):
         model_dir.mkdir(parents=True, exist_ok=True)
@@ -364,7 +366,7 @@ def write_version(
         # is written in the model's directory, where a file is not a version (a version
         # directory without its model.onnx would be reported as skipped).
         _replace(config_path, text.encode())
-        _replace(target, model.SerializeToString(), scratch=model_dir)
+        _replace(target, payload, scratch=model_dir)
     with progress.step(f"loading {name} version {version} as the server would"):
         problem = _load_problem(repository, name, version)
         if problem is not None:
@@ -650,7 +652,7 @@ def _config_text(
     check: dict[str, Any],
     conversion: dict[str, Any],
     baseline: dict[str, Any],
-    digest: tuple[int, bytes],
+    digest: tuple[int, str],
 ) -> str:
     """model.toml: what the conversion knows, merged into what the file already says. The
     serving keys come first; provenance and the baseline last (JSON values are valid TOML inline
@@ -664,12 +666,7 @@ def _config_text(
     config.setdefault("example", check["input"])
     config.setdefault("samples", [check])
     if "sha256" in config:  # digests are kept: the new version gets its own
-        import hashlib
-
-        config["sha256"] = {
-            **config["sha256"],
-            str(digest[0]): hashlib.sha256(digest[1]).hexdigest(),
-        }
+        config["sha256"] = {**config["sha256"], str(digest[0]): digest[1]}
     config["conversion"] = conversion
     config["baseline"] = baseline
     top = [k for k, v in config.items() if not isinstance(v, dict) and k != "samples"]

@@ -47,8 +47,10 @@ __all__ = [
     "Source",
     "convert_sklearn_file",
     "feeds_for",
+    "next_version",
     "read_sample",
     "sklearn_source",
+    "write_atomically",
     "write_version",
 ]
 
@@ -334,7 +336,7 @@ def write_version(
         converted = dict(zip([o.name for o in session.get_outputs()], outputs, strict=True))
         parity = _parity(source.original, converted, tolerance)
     model_dir = repository / name
-    version = version if version is not None else _next_version(model_dir)
+    version = version if version is not None else next_version(model_dir)
     target = model_dir / str(version) / "model.onnx"
     if target.exists():
         raise ConfigError(f"{target} exists: versions are never overwritten")
@@ -365,8 +367,8 @@ def write_version(
         # version only when it is complete, with the configuration written for it. The model
         # is written in the model's directory, where a file is not a version (a version
         # directory without its model.onnx would be reported as skipped).
-        _replace(config_path, text.encode())
-        _replace(target, payload, scratch=model_dir)
+        write_atomically(config_path, text.encode())
+        write_atomically(target, payload, scratch=model_dir)
     with progress.step(f"loading {name} version {version} as the server would"):
         problem = _load_problem(repository, name, version)
         if problem is not None:
@@ -374,7 +376,7 @@ def write_version(
             if previous is None:
                 config_path.unlink()
             else:
-                _replace(config_path, previous.encode())
+                write_atomically(config_path, previous.encode())
             if existing.get("samples"):
                 problem += (
                     f" (the [[samples]] of {config_path} were kept: if the new model is right, "
@@ -426,7 +428,7 @@ def _finish(model: onnx.ModelProto, description: str, props: dict[str, str]) -> 
     return model
 
 
-def _replace(path: Path, content: bytes, *, scratch: Path | None = None) -> None:
+def write_atomically(path: Path, content: bytes, *, scratch: Path | None = None) -> None:
     """Write ``path`` whole or not at all: a temporary file (beside it, or in ``scratch`` on
     the same file system), then a rename."""
     temporary = (scratch or path.parent) / f".{path.parent.name}-{path.name}.tmp"
@@ -637,7 +639,8 @@ def _text_statistics(column: np.ndarray) -> dict[str, Any]:
     return {"count": len(column), "distinct": len(values), "length": _number_statistics(lengths)}
 
 
-def _next_version(model_dir: Path) -> int:
+def next_version(model_dir: Path) -> int:
+    """The version after every version directory of ``model_dir`` (with a model or not)."""
     existing = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
     return max(existing, default=0) + 1
 

@@ -14,7 +14,6 @@ error and, for labels, the agreement. Above ``--tolerance`` nothing is written.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,7 +24,14 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from gateway.convert import ParityError, Sample, feeds_for, read_sample
+from gateway.convert import (
+    ParityError,
+    Sample,
+    feeds_for,
+    next_version,
+    read_sample,
+    write_atomically,
+)
 from gateway.errors import ConfigError
 from gateway.progress import Progress
 
@@ -86,8 +92,8 @@ def optimize_version(
     if int8 is not None and fp16:
         raise ConfigError("--int8 and --fp16: choose one precision")
     progress = progress or Progress()
-    versions = _versions(repository / name)
-    source_version = version if version is not None else max(versions, default=0)
+    model_dir = repository / name
+    source_version = version if version is not None else next_version(model_dir) - 1
     source = repository / name / str(source_version) / "model.onnx"
     if not source.is_file():
         raise ConfigError(f"no version {source_version} of model {name!r} in {repository}")
@@ -115,10 +121,9 @@ def optimize_version(
             parity = _parity(before.run(None, feeds), after.run(None, feeds), before, tolerance)
         with progress.step("measuring rows/s, before and after"):
             speed = (_rows_per_second(before, feeds), _rows_per_second(after, feeds))
-        target_version = max(versions) + 1
-        target = repository / name / str(target_version) / "model.onnx"
-        target.parent.mkdir(parents=True)
-        shutil.copyfile(current, target)
+        target_version = next_version(model_dir)
+        target = model_dir / str(target_version) / "model.onnx"
+        write_atomically(target, current.read_bytes(), scratch=model_dir)
     return Optimization(
         name,
         source_version,
@@ -129,10 +134,6 @@ def optimize_version(
         speed,
         parity,
     )
-
-
-def _versions(model_dir: Path) -> list[int]:
-    return sorted(int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit())
 
 
 def _session(path: Path) -> ort.InferenceSession:

@@ -20,8 +20,11 @@ Usage: python models/build.py [--out DIR]   (default DIR: the directory of this 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import re
 import shutil
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -54,6 +57,11 @@ TOOLCHAIN = ("numpy", "onnx", "scikit-learn", "scipy", "skl2onnx")
 STRING_NORMALIZER_LOCALE = "C"
 # ONNX's Tokenizer is ASCII-only; give scikit-learn the same pattern so both tokenize alike.
 TOKEN_PATTERN = r"[a-zA-Z0-9_]{2,}"
+# OpenBLAS picks its kernels by CPU (AVX2, AVX-512...), and their rounding differs: enough for
+# lbfgs to stop elsewhere on the ill-conditioned digits problem. One kernel family for every
+# x86-64 machine (AVX2 ones, that is any from the last decade) makes the build reproducible
+# across them.
+OPENBLAS_KERNELS = {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_NUM_THREADS": "1"}
 MIN_LABEL_AGREEMENT = 0.99
 PROBABILITY_ATOL = 1e-4
 REGRESSION_RTOL = 1e-5  # of the largest prediction; float32 sums over 100 trees
@@ -314,6 +322,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="repository directory")
     args = parser.parse_args(argv)
+    if platform.machine() in ("x86_64", "AMD64") and any(
+        os.environ.get(k) != v for k, v in OPENBLAS_KERNELS.items()
+    ):
+        # OpenBLAS reads these when numpy loads it, which has happened: start again with them.
+        os.execve(
+            sys.executable,
+            [sys.executable, __file__, *sys.argv[1:]],
+            {**os.environ, **OPENBLAS_KERNELS},
+        )
     out: Path = args.out
     started = time.perf_counter()
     print(f"{'model':<14}{'ver':>3}{'rows':>6}{'labels ok':>10}{'max |diff|':>12}{'KiB':>10}")

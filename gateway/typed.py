@@ -11,6 +11,7 @@ Rows are stacked along the first dimension when every input has a dynamic first 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -70,6 +71,11 @@ class InputField:
     datatype: DataType
     row_shape: tuple[int, ...]  # shape of one row's value; () = a scalar
 
+    @property
+    def nullable(self) -> bool:
+        """Whether the field takes null: a scalar float, where null is a missing value (NaN)."""
+        return self.row_shape == () and self.datatype in _FLOAT_TYPES
+
 
 @dataclass(frozen=True, slots=True)
 class OutputField:
@@ -124,6 +130,7 @@ class TypedModel:
         """Input tensors for ``rows`` (each a mapping of GraphQL field name to value).
 
         With ``batched`` the rows are stacked into one run; otherwise pass one row at a time.
+        A null (or NaN) float is a missing value: NaN in the tensor, as imputers expect.
 
         Raises:
             InvalidInputError: a value does not fit its tensor (range, nested shape).
@@ -150,7 +157,8 @@ class TypedModel:
 
     def _float_columns(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray] | None:
         """The feeds in one step when every input is a float matrix of scalar features and
-        every value is finite; None to take the general path (which words any error)."""
+        every value is finite or null (NaN); None to take the general path (which words any
+        error)."""
         if len(self.float_columns) != len(self.signature.inputs):
             return None
         feeds: dict[str, np.ndarray] = {}
@@ -159,23 +167,23 @@ class TypedModel:
             if len(rows) * len(fields) <= _FEW_VALUES:
                 # A few values (a single row): checked in Python, which costs less than the
                 # numpy calls and error-state switches of the path below.
-                try:
-                    flat = [float(row[f.graphql]) for row in rows for f in fields]
-                except (TypeError, ValueError):
-                    return None
-                largest = _LARGEST[spec.datatype]  # NaN and infinities fail the comparison too
-                if not all(-largest <= v <= largest for v in flat):
+                flat = _floats([row[f.graphql] for row in rows for f in fields])
+                largest = _LARGEST[spec.datatype]
+                # NaN (a missing value) fails the comparison but passes `v != v`; infinity
+                # fails both and goes to the general path, which refuses it.
+                if flat is None or not all(-largest <= v <= largest or v != v for v in flat):
                     return None
                 dtype = numpy_dtype(spec.datatype)
                 feeds[spec.name] = np.array(flat, dtype).reshape(len(rows), len(fields))
                 continue
             try:
+                # numpy reads a null as NaN in a float array: a missing value.
                 matrix = np.array([[row[f.graphql] for f in fields] for row in rows], np.float64)
             except (TypeError, ValueError):
                 return None
             with np.errstate(over="ignore"):
                 array = matrix.astype(numpy_dtype(spec.datatype))
-            if matrix.ndim != 2 or not np.isfinite(array).all():
+            if matrix.ndim != 2 or np.isinf(array).any():
                 return None
             feeds[spec.name] = array
         return feeds
@@ -384,8 +392,14 @@ def _column(f: InputField, values: list[Any], rows: int) -> np.ndarray:
             f"{f.graphql}: got a value of shape {list(array.shape[1:])}, expected "
             f"{list(f.row_shape)} (-1 = any size)"
         )
-    if f.datatype in _FLOAT_TYPES and array.size and not np.isfinite(array).all():
-        raise InvalidInputError(f"{f.graphql}: value too large for {f.datatype.value}")
+    # NaN is a missing value (a null, which numpy reads as NaN); infinity can only be a number
+    # beyond the type's range (GraphQL reads 1e999 as infinity; JSON cannot carry one).
+    if f.datatype in _FLOAT_TYPES and array.size and np.isinf(array).any():
+        largest = _LARGEST[f.datatype]
+        raise InvalidInputError(
+            f"{f.graphql}: value out of range for {f.datatype.value} "
+            f"(-{largest:.8g} to {largest:.8g})"
+        )
     return array
 
 
@@ -395,6 +409,20 @@ def _check_range(f: InputField, raw: np.ndarray) -> None:
         raise InvalidInputError(
             f"{f.graphql}: value out of range for {f.datatype.value} ({low} to {high})"
         )
+
+
+def _floats(values: list[Any]) -> list[float] | None:
+    """``values`` as floats, a null as NaN; None when one is not a number."""
+    try:
+        return [float(v) for v in values]
+    except TypeError:
+        pass  # a null (a missing value), or not a number at all
+    except ValueError:
+        return None
+    try:
+        return [math.nan if v is None else float(v) for v in values]
+    except (TypeError, ValueError):
+        return None
 
 
 def _strings(values: list[Any]) -> np.ndarray:

@@ -269,7 +269,7 @@ CASES: dict[str, tuple[str, str, dict[str, Any] | None, str]] = {
         "BAD_USER_INPUT",
         "{ predict { f16Batch(inputs: [{x: 1}, {x: 1e10}]) { y } } }",
         None,
-        "x: value too large for FP16",
+        "x: value out of range for FP16 (-65504 to 65504)",
     ),
     "typed ragged nested list": (
         "BAD_USER_INPUT",

@@ -128,6 +128,51 @@ def test_arguments_with_variables_are_filled_into_a_template(
     assert slow["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
 
 
+_TYPED_LITERAL = (
+    "{ predict { iris(input: {sepalLength: %s, sepalWidth: 3.5, petalLength: 1.4, "
+    "petalWidth: 0.2}) { label } } }"
+)
+_INFER_LITERAL = (
+    '{ infer(model: "iris", inputs: [{name: "float_input", shape: [1, 4], '
+    "data: [%s, 3.5, 1.4, 0.2]}]) { id } }"
+)
+_TYPED_VARIABLE = "query($d: Float) { predict { iris(input: {sepalLength: $d}) { label } } }"
+_INFER_VARIABLE = (
+    'query($d: JSON) { infer(model: "iris", inputs: [{name: "float_input", shape: [1, 4], '
+    "data: $d}]) { id } }"
+)
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "1" + "0" * 5000, "-1" + "0" * 5000])
+def test_out_of_range_literals_are_refused_on_both_paths(
+    example_gateway: InProcessGateway, number: str
+) -> None:
+    for query, where in [
+        (_TYPED_LITERAL, "sepalLength: "),
+        (_INFER_LITERAL, 'input "float_input"'),
+    ]:
+        slow, fast = both_paths(example_gateway, query % number)
+        assert fast is not None, "expected the compiled path to take it"
+        assert comparable(fast) == comparable(slow)
+        (error,) = slow["errors"]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT"
+        assert error["message"].startswith(where) and "out of range for FP32" in error["message"]
+        assert "3.4028235e+38" in error["message"]  # the accepted range
+
+
+def test_out_of_range_variables_are_refused_on_both_paths(
+    example_gateway: InProcessGateway,
+) -> None:
+    for query, variables, message in [
+        (_TYPED_VARIABLE, {"d": 1e300}, "sepalLength: value out of range for FP32"),
+        (_INFER_VARIABLE, {"d": [1e300, 1, 1, 1]}, "data[0] = 1e+300 is out of range for FP32"),
+    ]:
+        slow, fast = both_paths(example_gateway, query, variables)
+        assert fast is not None and comparable(fast) == comparable(slow)
+        (error,) = slow["errors"]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT" and message in error["message"]
+
+
 @pytest.mark.parametrize(
     "query",
     [

@@ -9,11 +9,13 @@ turns them into: FP32 ``[N, classes]``, columns in class order.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 
+from gateway.categories import CategoryCheck, read_category_checks
 from gateway.errors import ModelLoadError
 from gateway.tensors import DataType, TensorSpec, datatype_from_elem_type
 
@@ -61,6 +63,9 @@ class Signature:
     outputs: tuple[IOSpec, ...]
     class_labels: tuple[str | int, ...] | None = None
     opset: int = 0
+    #: Categorical encoders that fail a run on an unknown value, by node name (not compared:
+    #: what a caller may send is the same).
+    categories: Mapping[str, CategoryCheck] = field(default_factory=dict, repr=False, compare=False)
 
     #: Inputs and outputs by name: outputs are looked up for every request.
     _inputs_by_name: dict[str, IOSpec] = field(init=False, repr=False, compare=False)
@@ -118,7 +123,7 @@ def signature_from_proto(proto: onnx.ModelProto) -> Signature:
     )
     outputs = tuple(_io_spec(v, map_keys, is_input=False) for v in graph.output)
     opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    return Signature(inputs, outputs, class_labels, opset)
+    return Signature(inputs, outputs, class_labels, opset, read_category_checks(graph))
 
 
 def _io_spec(

@@ -163,10 +163,11 @@ def test_out_of_range_literals_are_refused_on_both_paths(
 def test_out_of_range_variables_are_refused_on_both_paths(
     example_gateway: InProcessGateway,
 ) -> None:
-    for query, variables, message in [
+    cases: list[tuple[str, dict[str, Any], str]] = [
         (_TYPED_VARIABLE, {"d": 1e300}, "sepalLength: value out of range for FP32"),
         (_INFER_VARIABLE, {"d": [1e300, 1, 1, 1]}, "data[0] = 1e+300 is out of range for FP32"),
-    ]:
+    ]
+    for query, variables, message in cases:
         slow, fast = both_paths(example_gateway, query, variables)
         assert fast is not None and comparable(fast) == comparable(slow)
         (error,) = slow["errors"]

@@ -18,7 +18,7 @@ from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
 from gateway.api.context import GatewayContext, Info
-from gateway.errors import InvalidInputError
+from gateway.errors import InvalidInputError, UnknownCategoryError
 from gateway.observability import MODEL_ATTRIBUTE, VERSION_ATTRIBUTE
 from gateway.tensors import DataType
 from gateway.typed import InputField, OutputField, TypedModel
@@ -113,7 +113,10 @@ async def _predict(
             feeds = tm.feeds(group)
             _check_size(feeds, ctx.settings.max_tensor_elements)
             runs.append(ctx.runtime.run(mv, feeds, tm.output_names))
-    outputs = [await runs[0]] if len(runs) == 1 else await asyncio.gather(*runs)
+    try:
+        outputs = [await runs[0]] if len(runs) == 1 else await asyncio.gather(*runs)
+    except UnknownCategoryError as exc:
+        raise tm.refusal(exc, rows) from exc  # named as the caller named it: field and row
     with observer.span("gateway.encode", current=False):
         values = [
             p

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -26,7 +28,14 @@ from gateway.api import GatewayContext
 from gateway.categories import CategoryCheck, read_category_checks, unknown_category
 from gateway.errors import UnknownCategoryError
 from gateway.observability import Observer
-from tests.conftest import InProcessGateway, collecting_provider, load_gateway, write_repository
+from tests.conftest import (
+    InProcessGateway,
+    collecting_provider,
+    load_gateway,
+    start_server,
+    stop_server,
+    write_repository,
+)
 from tests.test_api_generic import INFER, ok, run, tensors
 from tests.test_fastpath import both_paths, comparable
 
@@ -59,15 +68,19 @@ MATRIX_TOML = 'features = ["shape", "shade"]\n[[samples]]\ninput = { shape = "x"
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGateway]:
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _, mixed = _mixed()
-    root = write_repository(
+    return write_repository(
         tmp_path_factory.mktemp("categories"),
         {"mixed/1": mixed, "matrix/1": _matrix()},
         {"mixed": MIXED_TOML, "matrix": MATRIX_TOML},
     )
+
+
+@pytest.fixture(scope="module")
+def gw(repo: Path) -> Iterator[InProcessGateway]:
     # A wait for more rows, so that the aliases of one document surely share a run.
-    gateway = load_gateway(root, max_delay_us=50_000)
+    gateway = load_gateway(repo, max_delay_us=50_000)
     yield gateway
     gateway.runtime.close()
 
@@ -183,3 +196,43 @@ def test_the_typed_answer_matches_the_original_for_known_values(gw: InProcessGat
         )
     )
     assert [int(a["label"]) for a in answer["predict"]["mixedBatch"]] == expected
+
+
+@pytest.mark.e2e
+def test_over_http_concurrent_requests_fail_only_where_the_value_is(
+    repo: Path, tmp_path: Path
+) -> None:
+    server = start_server(repo, tmp_path / "server.log", env={"GATEWAY_MAX_DELAY_US": "50000"})
+    colors = ["red", "purple", "blue", "green", "teal", "red"]
+
+    async def send() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        "/graphql",
+                        json={
+                            "query": "query($r: MixedInput!) { predict { mixed(input: $r) "
+                            "{ label } } }",
+                            "variables": {"r": {"color": color, "size": 1.0}},
+                        },
+                    )
+                    for color in colors
+                )
+            )
+
+    try:
+        responses = asyncio.run(send())
+    finally:
+        stop_server(server)
+    for color, response in zip(colors, responses, strict=True):
+        assert response.status_code == 200
+        body = response.json()
+        if color in ("purple", "teal"):
+            (error,) = body["errors"]
+            assert error["extensions"] == {"code": "BAD_USER_INPUT"}
+            assert error["message"] == (
+                f'color: "{color}" is not a category the model knows; {KNOWN}'
+            )
+        else:
+            assert "errors" not in body and body["data"]["predict"]["mixed"]["label"] in ("0", "1")

@@ -11,6 +11,7 @@ Never rename one.
     ├── ModelNotFoundError            MODEL_NOT_FOUND
     ├── ModelNotReadyError            MODEL_NOT_READY
     ├── InvalidInputError             BAD_USER_INPUT
+    │   └── UnknownCategoryError      BAD_USER_INPUT (a value an encoder was not fitted on)
     ├── QueryTooComplexError          QUERY_TOO_COMPLEX
     ├── UnauthenticatedError          UNAUTHENTICATED
     ├── ForbiddenError                FORBIDDEN
@@ -37,6 +38,7 @@ __all__ = [
     "RateLimitedError",
     "RequestTimeoutError",
     "UnauthenticatedError",
+    "UnknownCategoryError",
 ]
 
 
@@ -86,6 +88,22 @@ class InvalidInputError(GatewayError):
     """The request's inputs do not fit the model's signature."""
 
     code = "BAD_USER_INPUT"
+
+
+class UnknownCategoryError(InvalidInputError):
+    """A categorical encoder of the model refused a value it was not fitted on."""
+
+    def __init__(
+        self, *, input: str, column: int | None, row: int, value: object, detail: str
+    ) -> None:
+        where = f'input "{input}", row {row}' + ("" if column is None else f", column {column}")
+        super().__init__(f"{where}: {detail}")
+        self.input = input
+        self.column = column
+        self.row = row
+        self.value = value
+        #: The message without the place, for callers that name the place in their own terms.
+        self.detail = detail
 
 
 class QueryTooComplexError(GatewayError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,6 +74,8 @@ def _infer_operation(tm: TypedModel, config: ModelConfig) -> str:
             value = _example(f, config)
             flat.extend(_flatten(value))
         flat = (flat + [_zero(spec.datatype)] * count)[:count]
+        # A missing value (NaN in [example]) is spelled as the tensor API reads it.
+        flat = ["NaN" if _missing(v) else v for v in flat]
         name, dims, data = (json.dumps(x) for x in (spec.name, shape, flat))
         tensors.append(f"{{name: {name}, shape: {dims}, data: {data}}}")
     return (
@@ -108,8 +111,13 @@ def _flatten(value: Any) -> list[Any]:
     return [value]
 
 
+def _missing(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
 def _literal(value: Any) -> str:
-    """A GraphQL literal: like JSON, but booleans and lists spelled the GraphQL way."""
+    """A GraphQL literal: like JSON, but lists spelled the GraphQL way and a missing value
+    (NaN in [example]) as null, which a float feature takes for it."""
     if isinstance(value, list):
         return "[" + ", ".join(_literal(v) for v in value) + "]"
-    return json.dumps(value)
+    return "null" if _missing(value) else json.dumps(value)

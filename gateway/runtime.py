@@ -1,6 +1,7 @@
 """ONNX Runtime sessions: load, warm up, run; the only module that imports onnxruntime.
 
-ONNX Runtime errors are translated here: a run that ORT rejects as an invalid argument is the
+ONNX Runtime errors are translated here: a run that ORT rejects as an invalid argument, or in
+which a categorical encoder meets a value it does not know (``gateway.categories``), is the
 caller's fault (``InvalidInputError``); anything else is ours (``InferenceError``).
 """
 
@@ -28,6 +29,7 @@ from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from gateway.batching import Batcher, BatchPolicy
+from gateway.categories import unknown_category
 from gateway.config import SessionOptions, Settings
 from gateway.errors import (
     ConfigError,
@@ -495,6 +497,10 @@ def _run_session(
     except ort.capi.onnxruntime_pybind11_state.InvalidArgument as exc:
         raise InvalidInputError(f"the model rejected the input: {_ort_message(exc)}") from exc
     except Exception as exc:
+        # A categorical encoder refusing a value fails the run as ORT's generic FAIL.
+        refused = unknown_category(signature.categories, str(exc), feeds)
+        if refused is not None:
+            raise refused from exc
         raise InferenceError(f"ONNX Runtime failed: {_ort_message(exc)}") from exc
     result: dict[str, np.ndarray] = {}
     for name, value in zip(names, values, strict=True):

@@ -9,11 +9,13 @@ turns them into: FP32 ``[N, classes]``, columns in class order.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 
+from gateway.categories import CategoryCheck, read_category_checks
 from gateway.errors import ModelLoadError
 from gateway.tensors import DataType, TensorSpec, datatype_from_elem_type
 
@@ -42,6 +44,10 @@ class IOSpec:
     onnx_type: str = ""
     #: Map keys in column order, for map outputs whose keys the graph declares.
     keys: tuple[str | int, ...] | None = None
+    #: The symbolic name of each dimension ("" when fixed or unnamed): ONNX means one size
+    #: wherever a name recurs. Not compared: versions that name a dimension differently look
+    #: the same to a caller.
+    dim_names: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def tensor(self) -> TensorSpec:
@@ -57,14 +63,30 @@ class Signature:
     outputs: tuple[IOSpec, ...]
     class_labels: tuple[str | int, ...] | None = None
     opset: int = 0
+    #: Categorical encoders that fail a run on an unknown value, by node name (not compared:
+    #: what a caller may send is the same).
+    categories: Mapping[str, CategoryCheck] = field(default_factory=dict, repr=False, compare=False)
 
     #: Inputs and outputs by name: outputs are looked up for every request.
     _inputs_by_name: dict[str, IOSpec] = field(init=False, repr=False, compare=False)
     _outputs_by_name: dict[str, IOSpec] = field(init=False, repr=False, compare=False)
+    _shared_first: tuple[tuple[str, ...], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_inputs_by_name", {i.name: i for i in self.inputs})
         object.__setattr__(self, "_outputs_by_name", {o.name: o for o in self.outputs})
+        object.__setattr__(self, "_shared_first", _shared_first_dims(self))
+
+    @property
+    def shared_first_dims(self) -> tuple[tuple[str, ...], ...]:
+        """Groups of inputs whose first (batch) dimensions must be equal in one request.
+
+        Inputs whose free first dimensions carry one symbolic name (ONNX: one size); and when
+        every input and output has a free first dimension (the gateway then stacks requests
+        along it as rows) all inputs, unless they name their first dimensions differently:
+        a parameter input (a shape, sizes, indices) may then differ.
+        """
+        return self._shared_first
 
     def input(self, name: str) -> IOSpec | None:
         """The input called ``name``, if any."""
@@ -101,7 +123,7 @@ def signature_from_proto(proto: onnx.ModelProto) -> Signature:
     )
     outputs = tuple(_io_spec(v, map_keys, is_input=False) for v in graph.output)
     opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    return Signature(inputs, outputs, class_labels, opset)
+    return Signature(inputs, outputs, class_labels, opset, read_category_checks(graph))
 
 
 def _io_spec(
@@ -112,8 +134,10 @@ def _io_spec(
     where = f"{'input' if is_input else 'output'} {value.name!r} of type {onnx_type}"
     which = type_proto.WhichOneof("value")
     if which == "tensor_type":
-        datatype = _datatype(type_proto.tensor_type.elem_type, where)
-        return IOSpec(value.name, datatype, _shape(type_proto.tensor_type), onnx_type=onnx_type)
+        tensor = type_proto.tensor_type
+        datatype = _datatype(tensor.elem_type, where)
+        names = tuple(d.dim_param for d in tensor.shape.dim) if tensor.HasField("shape") else ()
+        return IOSpec(value.name, datatype, _shape(tensor), onnx_type=onnx_type, dim_names=names)
     if is_input:
         raise ModelLoadError(f"{where}: only tensor inputs can be served")
     keys = map_keys.get(value.name)
@@ -130,6 +154,21 @@ def _io_spec(
         datatype = _map_value_datatype(type_proto.map_type.value_type, where)
         return IOSpec(value.name, datatype, (columns,), IOKind.MAP, onnx_type, keys)
     raise ModelLoadError(f"{where}: the gateway serves tensor, map and sequence-of-map outputs")
+
+
+def _shared_first_dims(signature: Signature) -> tuple[tuple[str, ...], ...]:
+    free = [i for i in signature.inputs if i.shape[:1] == (-1,)]
+    named: dict[str, list[str]] = {}
+    for spec in free:
+        name = spec.dim_names[0] if spec.dim_names else ""
+        if name:
+            named.setdefault(name, []).append(spec.name)
+    values = (*signature.inputs, *signature.outputs)
+    if len(named) <= 1 and all(v.shape[:1] == (-1,) for v in values):
+        groups = [[i.name for i in signature.inputs]]
+    else:
+        groups = list(named.values())
+    return tuple(tuple(g) for g in groups if len(g) > 1)
 
 
 def _map_value_datatype(value_type: onnx.TypeProto, where: str) -> DataType:

@@ -282,9 +282,17 @@ def _decode_data(where: str, datatype: DataType, data: object, count: int) -> np
 def _decode_ints(
     where: str, datatype: DataType, data: list[Any], types: set[type], dtype: np.dtype[Any]
 ) -> npt.NDArray[Any]:
-    _check_types(where, datatype, data, types, {int}, "integers (without a decimal point)")
     info = np.iinfo(dtype)
     lo, hi = int(info.min), int(info.max)
+    if float in types:
+        # An integer too large for a double reads as a float (JSON parsers) or as NaN or
+        # infinity (GraphQL literals): say it is out of range, not that it is not an integer.
+        i, v = next((i, v) for i, v in enumerate(data) if type(v) is float)
+        if not math.isfinite(v) or (v.is_integer() and not lo <= v <= hi):
+            raise InvalidInputError(
+                f"{where}: data[{i}] is out of range for {datatype.value} ({lo}..{hi})"
+            )
+    _check_types(where, datatype, data, types, {int}, "integers (without a decimal point)")
     if not data:
         return np.empty(0, dtype=dtype)
     # Negative values must be caught before a uint64 conversion (numpy < 2 wraps them around).
@@ -298,7 +306,7 @@ def _decode_ints(
     if values is None or int(values.min()) < lo or int(values.max()) > hi:
         i, v = next((i, v) for i, v in enumerate(data) if not lo <= v <= hi)
         raise InvalidInputError(
-            f"{where}: data[{i}] = {v} is out of range for {datatype.value} ({lo}..{hi})"
+            f"{where}: data[{i}] = {_show(v)} is out of range for {datatype.value} ({lo}..{hi})"
         )
     return values.astype(dtype, copy=False)
 
@@ -308,21 +316,38 @@ def _decode_floats(
 ) -> npt.NDArray[Any]:
     expected = f"numbers or one of {_SPECIALS_TEXT}"
     _check_types(where, datatype, data, types, {int, float, str}, expected)
+    numbers = data
     if str in types:
         for i, v in enumerate(data):
             if type(v) is str and v not in _SPECIALS:
                 raise InvalidInputError(
                     f"{where}: data[{i}] is {_show(v)}; {datatype.value} data must be {expected}"
                 )
-        data = [_SPECIALS[v] if type(v) is str else v for v in data]
+        numbers = [_SPECIALS[v] if type(v) is str else v for v in data]
     limit = float(np.finfo(dtype).max)
     with np.errstate(over="ignore"):  # overflow to infinity is detected below, not warned about
         try:
-            wide = np.asarray(data, dtype=np.float64)
-            values = wide.astype(dtype, copy=False)
-            bad = np.flatnonzero(np.isinf(values) & np.isfinite(wide)).tolist()
+            wide = np.asarray(numbers, dtype=np.float64)
         except OverflowError:  # an int beyond even float64's range
-            bad = [next(i for i, v in enumerate(data) if type(v) is int and abs(v) > limit)]
+            i = next(i for i, v in enumerate(data) if type(v) is int and abs(v) > limit)
+            raise InvalidInputError(
+                f"{where}: data[{i}] = {_show(data[i])} is out of range for {datatype.value} "
+                f"(finite values within +-{limit:.8g})"
+            ) from None
+        values = wide.astype(dtype, copy=False)
+    if float in types and not np.isfinite(wide).all():
+        # A number cannot be NaN or infinite in JSON or GraphQL: such a float is a literal
+        # beyond a double's range (GraphQL reads 1e999 as infinity, a 5,000-digit integer as
+        # NaN). The strings are the way to send those values.
+        odd = next(
+            (i for i in np.flatnonzero(~np.isfinite(wide)).tolist() if type(data[i]) is float), None
+        )
+        if odd is not None:
+            raise InvalidInputError(
+                f"{where}: data[{odd}] is out of range for {datatype.value} (finite values "
+                f"within +-{limit:.8g}, or one of {_SPECIALS_TEXT})"
+            )
+    bad = np.flatnonzero(np.isinf(values) & np.isfinite(wide)).tolist()
     if bad:
         raise InvalidInputError(
             f"{where}: data[{bad[0]}] = {_show(data[bad[0]])} is out of range for "

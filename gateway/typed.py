@@ -19,7 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from gateway.errors import ConfigError, InferenceError, InvalidInputError
+from gateway.columns import (
+    FLOAT_TYPES,
+    LARGEST,
+    column_array,
+    float_values,
+    holds,
+    python_values,
+)
+from gateway.errors import ConfigError, InferenceError, InvalidInputError, UnknownCategoryError
 from gateway.naming import field_name, type_name
 from gateway.repository import ModelConfig
 from gateway.signature import IOKind, IOSpec, Signature
@@ -39,24 +47,8 @@ RESERVED_PREDICTION_FIELDS = frozenset({"label", "probabilities", "modelVersion"
 # Outputs named like these beside a label output are read as class probabilities.
 _PROBABILITY_NAME = re.compile(r"prob|score|logit|softmax", re.IGNORECASE)
 _LABEL_TYPES = {DataType.INT64, DataType.INT32, DataType.BYTES}
-_FLOAT_TYPES = {DataType.FP16, DataType.FP32, DataType.FP64}
-#: The largest finite value of each float type: beyond it a value would become infinite.
-_LARGEST = {t: float(np.finfo(numpy_dtype(t)).max) for t in _FLOAT_TYPES}
 #: Up to this many values, float feeds are checked in Python rather than with numpy calls.
 _FEW_VALUES = 64
-_INT_RANGES = {
-    dt: (int(np.iinfo(numpy_dtype(dt)).min), int(np.iinfo(numpy_dtype(dt)).max))
-    for dt in (
-        DataType.INT8,
-        DataType.INT16,
-        DataType.UINT8,
-        DataType.UINT16,
-        DataType.UINT32,
-        DataType.UINT64,
-        DataType.INT32,
-        DataType.INT64,
-    )
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +61,11 @@ class InputField:
     column: int | None  # its column in a named-feature [N, F] input; None = the whole row value
     datatype: DataType
     row_shape: tuple[int, ...]  # shape of one row's value; () = a scalar
+
+    @property
+    def nullable(self) -> bool:
+        """Whether the field takes null: a scalar float, where null is a missing value (NaN)."""
+        return self.row_shape == () and self.datatype in FLOAT_TYPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +121,7 @@ class TypedModel:
         """Input tensors for ``rows`` (each a mapping of GraphQL field name to value).
 
         With ``batched`` the rows are stacked into one run; otherwise pass one row at a time.
+        A null (or NaN) float is a missing value: NaN in the tensor, as imputers expect.
 
         Raises:
             InvalidInputError: a value does not fit its tensor (range, nested shape).
@@ -135,7 +133,9 @@ class TypedModel:
         featured = {f.tensor for f in self.inputs if f.column is not None}
         for f in self.inputs:
             values = [row[f.graphql] for row in rows]
-            columns.setdefault(f.tensor, []).append(_column(f, values, len(rows)))
+            columns.setdefault(f.tensor, []).append(
+                column_array(f.graphql, f.datatype, f.row_shape, values, len(rows))
+            )
         feeds: dict[str, np.ndarray] = {}
         for spec in self.signature.inputs:
             parts = columns[spec.name]
@@ -150,7 +150,8 @@ class TypedModel:
 
     def _float_columns(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray] | None:
         """The feeds in one step when every input is a float matrix of scalar features and
-        every value is finite; None to take the general path (which words any error)."""
+        every value is finite or null (NaN); None to take the general path (which words any
+        error)."""
         if len(self.float_columns) != len(self.signature.inputs):
             return None
         feeds: dict[str, np.ndarray] = {}
@@ -159,26 +160,43 @@ class TypedModel:
             if len(rows) * len(fields) <= _FEW_VALUES:
                 # A few values (a single row): checked in Python, which costs less than the
                 # numpy calls and error-state switches of the path below.
-                try:
-                    flat = [float(row[f.graphql]) for row in rows for f in fields]
-                except (TypeError, ValueError):
-                    return None
-                largest = _LARGEST[spec.datatype]  # NaN and infinities fail the comparison too
-                if not all(-largest <= v <= largest for v in flat):
+                flat = float_values([row[f.graphql] for row in rows for f in fields])
+                largest = LARGEST[spec.datatype]
+                # NaN (a missing value) fails the comparison but passes `v != v`; infinity
+                # fails both and goes to the general path, which refuses it.
+                if flat is None or not all(-largest <= v <= largest or v != v for v in flat):
                     return None
                 dtype = numpy_dtype(spec.datatype)
                 feeds[spec.name] = np.array(flat, dtype).reshape(len(rows), len(fields))
                 continue
             try:
+                # numpy reads a null as NaN in a float array: a missing value.
                 matrix = np.array([[row[f.graphql] for f in fields] for row in rows], np.float64)
             except (TypeError, ValueError):
                 return None
             with np.errstate(over="ignore"):
                 array = matrix.astype(numpy_dtype(spec.datatype))
-            if matrix.ndim != 2 or not np.isfinite(array).all():
+            if matrix.ndim != 2 or np.isinf(array).any():
                 return None
             feeds[spec.name] = array
         return feeds
+
+    def refusal(
+        self, error: UnknownCategoryError, rows: Sequence[Mapping[str, Any]]
+    ) -> InvalidInputError:
+        """``error`` (about a tensor) in the caller's terms: the field, and the row of a batch,
+        that holds the value."""
+        for f in self.inputs:
+            if f.tensor != error.input or f.column not in (None, error.column):
+                continue
+            where = f.graphql
+            if f.column is None and error.column is not None and f.row_shape:
+                where += f"[{error.column}]"  # a column of a list field
+            if len(rows) > 1:
+                held = (i for i, row in enumerate(rows) if holds(row[f.graphql], error.value))
+                where = f"inputs[{next(held, error.row)}].{where}"
+            return InvalidInputError(f"{where}: {error.detail}")
+        return error
 
     def predictions(self, outputs: Mapping[str, np.ndarray], rows: int) -> list[dict[str, Any]]:
         """Per-row prediction values (field name -> value) from the model's outputs."""
@@ -187,7 +205,7 @@ class TypedModel:
             array = self._rows(outputs, f.tensor, rows)
             if f.row_shape == ():
                 array = array.reshape(rows)
-            for row, value in zip(result, _to_python(array, f.datatype), strict=True):
+            for row, value in zip(result, python_values(array, f.datatype), strict=True):
                 row[f.graphql] = value
         if self.classifier is not None:
             self._classify(outputs, rows, result)
@@ -253,7 +271,7 @@ def build_typed_model(name: str, signature: Signature, config: ModelConfig) -> T
     float_columns = {
         spec.name: tuple(f for f in inputs if f.tensor == spec.name)
         for spec in signature.inputs
-        if spec.datatype in _FLOAT_TYPES
+        if spec.datatype in FLOAT_TYPES
         and len(spec.shape) == 2
         and _has_leading(spec, batched)
         and all(f.column is not None for f in inputs if f.tensor == spec.name)
@@ -324,7 +342,7 @@ def _classifier(signature: Signature, config: ModelConfig, batched: bool) -> Cla
         for o in signature.outputs
         if o.kind is IOKind.SEQUENCE_OF_MAPS
         or (
-            o.datatype in _FLOAT_TYPES
+            o.datatype in FLOAT_TYPES
             and len(_row_shape(o, batched)) == 1
             and (_PROBABILITY_NAME.search(o.name) or signature.class_labels or config.labels)
         )
@@ -358,60 +376,3 @@ def _check_unique(names: list[str], role: str, sources: list[str]) -> None:
                 f"{role}s {seen[gql]!r} and {source!r} both derive to the GraphQL name {gql!r}"
             )
         seen[gql] = source
-
-
-def _column(f: InputField, values: list[Any], rows: int) -> np.ndarray:
-    dtype = numpy_dtype(f.datatype)
-    try:
-        if f.datatype is DataType.BYTES:
-            array = _strings(values)
-        else:
-            if f.datatype in _INT_RANGES:
-                # Checked before the conversion: numpy raises OverflowError on out-of-range ints.
-                _check_range(f, np.asarray(values))
-            with np.errstate(over="ignore"):  # overflow to infinity is reported below
-                array = np.asarray(values, dtype=dtype)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInputError(
-            f"{f.graphql}: every row must be nested lists of shape {list(f.row_shape)} "
-            "(-1 = any size, the same in every row of one request)"
-        ) from exc
-    expected = (rows, *f.row_shape)
-    if array.ndim != len(expected) or any(
-        e not in (-1, a) for e, a in zip(expected, array.shape, strict=True)
-    ):
-        raise InvalidInputError(
-            f"{f.graphql}: got a value of shape {list(array.shape[1:])}, expected "
-            f"{list(f.row_shape)} (-1 = any size)"
-        )
-    if f.datatype in _FLOAT_TYPES and array.size and not np.isfinite(array).all():
-        raise InvalidInputError(f"{f.graphql}: value too large for {f.datatype.value}")
-    return array
-
-
-def _check_range(f: InputField, raw: np.ndarray) -> None:
-    low, high = _INT_RANGES[f.datatype]
-    if raw.size and (raw.min() < low or raw.max() > high):
-        raise InvalidInputError(
-            f"{f.graphql}: value out of range for {f.datatype.value} ({low} to {high})"
-        )
-
-
-def _strings(values: list[Any]) -> np.ndarray:
-    # dtype=object keeps the Python strings; numpy leaves a ragged nesting as an array of lists.
-    array = np.array(values, dtype=object)
-    if any(isinstance(v, list) for v in array.flat):
-        raise ValueError("ragged nested strings")
-    return array
-
-
-def _to_python(array: np.ndarray, datatype: DataType) -> list[Any]:
-    if datatype in _FLOAT_TYPES:
-        values = array.astype(np.float64)
-        if not np.isfinite(values).all():
-            # GraphQL Float cannot carry NaN or infinity: those become null.
-            obj = values.astype(object)
-            obj[~np.isfinite(values)] = None
-            return list(obj.tolist())
-        return list(values.tolist())
-    return list(array.tolist())

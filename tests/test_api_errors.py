@@ -71,6 +71,7 @@ def infer_vars(model: str, inputs: list[dict[str, Any]], **more: Any) -> dict[st
 
 
 ROW4 = "{x: [1, 2, 3, 4]}"
+HUGE = "1" + "0" * 5000  # beyond a double, and beyond Python's int parsing limit
 
 # (code, query, variables, the exact message or, ending in "...", its beginning)
 CASES: dict[str, tuple[str, str, dict[str, Any] | None, str]] = {
@@ -269,7 +270,55 @@ CASES: dict[str, tuple[str, str, dict[str, Any] | None, str]] = {
         "BAD_USER_INPUT",
         "{ predict { f16Batch(inputs: [{x: 1}, {x: 1e10}]) { y } } }",
         None,
-        "x: value too large for FP16",
+        "x: value out of range for FP16 (-65504 to 65504)",
+    ),
+    "typed float literal beyond a double": (
+        "BAD_USER_INPUT",
+        "{ predict { f16(input: {x: 1e999}) { y } } }",
+        None,
+        "x: value out of range for FP16 (-65504 to 65504)",
+    ),
+    "typed 5,000-digit integer for a float": (
+        "BAD_USER_INPUT",
+        f"{{ predict {{ mBatch(inputs: [{{x: [1, 2, 3, {HUGE}]}}]) {{ y }} }} }}",
+        None,
+        "x: value out of range for FP32 (-3.4028235e+38 to 3.4028235e+38)",
+    ),
+    "infer literal beyond a double": (
+        "BAD_USER_INPUT",
+        '{ infer(model: "m", inputs: [{name: "x", shape: [1, 4], data: [1, 1e999, 2, 3]}]) '
+        "{ id } }",
+        None,
+        'input "x": data[1] is out of range for FP32 (finite values within +-3.4028235e+38, '
+        'or one of "NaN", "Infinity", "-Infinity")',
+    ),
+    "infer 5,000-digit integer literal": (
+        "BAD_USER_INPUT",
+        f'{{ infer(model: "m", inputs: [{{name: "x", shape: [1, 4], data: [{HUGE}, 1, 2, 3]}}]) '
+        "{ id } }",
+        None,
+        'input "x": data[0] is out of range for FP32 (finite values within +-3.4028235e+38, '
+        'or one of "NaN", "Infinity", "-Infinity")',
+    ),
+    "infer 5,000-digit integer literal for INT8": (
+        "BAD_USER_INPUT",
+        f'{{ infer(model: "i8", inputs: [{{name: "x", shape: [2], data: [1, -{HUGE}]}}]) '
+        "{ id } }",
+        None,
+        'input "x": data[1] is out of range for INT8 (-128..127)',
+    ),
+    "infer 1,000-digit integer for INT8": (
+        "BAD_USER_INPUT",
+        INFER,
+        infer_vars("i8", [{"name": "x", "shape": [1], "data": [10**1000]}]),
+        'input "x": data[0] = 1000000000000000000000000000000000000... is out of range for '
+        "INT8 (-128..127)",
+    ),
+    "infer integer read as a float for INT8": (  # JSON parsers read 10**30 as 1e30
+        "BAD_USER_INPUT",
+        INFER,
+        infer_vars("i8", [{"name": "x", "shape": [1], "data": [1e30]}]),
+        'input "x": data[0] is out of range for INT8 (-128..127)',
     ),
     "typed ragged nested list": (
         "BAD_USER_INPUT",

@@ -17,6 +17,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from gateway.signature import signature_from_proto
 from tests.conftest import (
     InProcessGateway,
     identity_model,
@@ -25,6 +26,7 @@ from tests.conftest import (
     tensor_info,
     write_repository,
 )
+from tests.test_fastpath import both_paths, comparable
 
 Factory = Callable[..., InProcessGateway]
 F = TensorProto.FLOAT
@@ -202,6 +204,90 @@ def test_several_inputs_and_outputs_and_an_outputs_subset(gateway_factory: Facto
     assert [t["name"] for t in only] == ["prod"]
     both = ok(infer(gw, "arith", [a, b], outputs=["prod", "sum"]))["infer"]["outputs"]
     assert [t["name"] for t in both] == ["prod", "sum"]
+
+
+def _pair(
+    a: list[str | int | None], b: list[str | int | None], out_b: list[str | int | None]
+) -> onnx.ModelProto:
+    """ya = a, yb = b: two inputs whose first dimensions are declared as given."""
+    return make_model(
+        [helper.make_node("Identity", ["a"], ["ya"]), helper.make_node("Identity", ["b"], ["yb"])],
+        [tensor_info("a", F, a), tensor_info("b", F, b)],
+        [tensor_info("ya", F, a), tensor_info("yb", F, out_b)],
+    )
+
+
+def test_inputs_that_share_a_batch_dimension_must_agree_on_it(gateway_factory: Factory) -> None:
+    gw = gateway_factory(
+        {
+            "named/1": _pair(["N", 3], ["N", 1], ["N", 1]),
+            "unnamed/1": _pair([None, 3], [None, 1], [None, 1]),  # skl2onnx's [None, F]
+        }
+    )
+    a = {"name": "a", "shape": [2, 3], "data": [1, 2, 3, 4, 5, 6]}
+    b = {"name": "b", "shape": [1, 1], "data": [7]}
+    query = (
+        'query($a: JSON, $b: JSON) { infer(model: "%s", inputs: [{name: "a", shape: [2, 3], '
+        'data: $a}, {name: "b", shape: [1, 1], data: $b}]) { outputs { name shape } } }'
+    )
+    for model, symbol in [("named", " 'N'"), ("unnamed", "")]:
+        (error,) = infer(gw, model, [a, b])["errors"]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT"
+        assert error["message"] == (
+            f"inputs 'a', 'b' share their first (batch) dimension{symbol} and must have the "
+            "same size in it; 'a' has 2, 'b' has 1"
+        )
+        slow, fast = both_paths(gw, query % model, {"a": a["data"], "b": b["data"]})
+        assert fast is not None and comparable(fast) == comparable(slow)
+        assert slow["errors"][0]["message"] == error["message"]
+        # Agreeing inputs are answered.
+        rows = tensors(infer(gw, model, [a, {**b, "shape": [2, 1], "data": [7, 8]}]))
+        assert rows["ya"]["shape"] == [2, 3] and rows["yb"]["data"] == [7.0, 8.0]
+
+
+def _shared(*shapes: list[str | int | None]) -> tuple[tuple[str, ...], ...]:
+    """The groups of inputs x0, x1... (outputs alike) that must agree on their first size."""
+    names = [f"x{i}" for i in range(len(shapes))]
+    model = make_model(
+        [helper.make_node("Identity", [n], [f"y{n}"]) for n in names],
+        [tensor_info(n, F, shape) for n, shape in zip(names, shapes, strict=True)],
+        [tensor_info(f"y{n}", F, shape) for n, shape in zip(names, shapes, strict=True)],
+    )
+    return signature_from_proto(model).shared_first_dims
+
+
+def test_which_inputs_share_a_batch_dimension() -> None:
+    assert _shared(["N", 3], ["N"], [None, 2]) == (("x0", "x1", "x2"),)
+    assert _shared([None, 3], [None], [None, 2]) == (("x0", "x1", "x2"),)
+    assert _shared(["N", 3], ["K"], ["N", 2]) == (("x0", "x2"),)  # K: a size of its own
+    assert _shared(["N", 3], ["K"], [None]) == ()
+    assert _shared(["N", 3], [2], ["N"]) == (("x0", "x2"),)  # x1 is fixed: not batchable
+    assert _shared([None, 3], [2], [None]) == ()  # unnamed, and no batch of rows
+    assert _shared(["N", 3]) == ()
+
+
+def test_inputs_whose_first_dimensions_differ_by_design_are_not_refused(
+    gateway_factory: Factory,
+) -> None:
+    gw = gateway_factory(
+        {
+            # Another symbol: a parameter input (sizes, a shape, indices) of its own length.
+            "symbols/1": _pair(["N", 3], ["K"], ["K"]),
+            # Free but unnamed, in a model that is no batch of rows (an output of fixed size).
+            "params/1": _pair([None, 3], [None], [1]),
+            "fixed/1": _pair(["N", 3], [2], [2]),
+        }
+    )
+    a = {"name": "a", "shape": [2, 3], "data": [1, 2, 3, 4, 5, 6]}
+    for model, b in [
+        ("symbols", {"name": "b", "shape": [5], "data": [1, 2, 3, 4, 5]}),
+        ("fixed", {"name": "b", "shape": [2], "data": [1, 2]}),
+    ]:
+        out = tensors(infer(gw, model, [a, b]))
+        assert out["ya"]["shape"] == [2, 3] and out["yb"]["data"] == b["data"]
+    # params declares yb as [1]; ONNX Runtime checks nothing of it: one element passes.
+    out = tensors(infer(gw, "params", [a, {"name": "b", "shape": [1], "data": [9]}]))
+    assert out["ya"]["shape"] == [2, 3] and out["yb"]["data"] == [9.0]
 
 
 def test_id_is_echoed_or_generated(gateway_factory: Factory) -> None:

@@ -60,7 +60,8 @@ def softmax(values: list[float]) -> list[float]:
 # --- every DataType as a scalar per row ---------------------------------------------------
 
 # What a per-row scalar of each type is in GraphQL, in and out. GraphQL's Int is 32-bit, so
-# wider integers come out as Float; float outputs are nullable (NaN and infinity are null).
+# wider integers come out as Float; float outputs are nullable (NaN and infinity are null), and
+# so are float inputs (null is a missing value, NaN).
 TYPED_SCALARS: dict[str, tuple[str, str, Any]] = {
     "BOOL": ("Boolean!", "Boolean!", True),
     "UINT8": ("Int!", "Int!", 255),
@@ -71,9 +72,9 @@ TYPED_SCALARS: dict[str, tuple[str, str, Any]] = {
     "INT16": ("Int!", "Int!", -(2**15)),
     "INT32": ("Int!", "Int!", -(2**31)),
     "INT64": ("Int!", "Float!", -(2**31)),
-    "FP16": ("Float!", "Float", 65504.0),
-    "FP32": ("Float!", "Float", -1.5),
-    "FP64": ("Float!", "Float", 1e-300),
+    "FP16": ("Float", "Float", 65504.0),
+    "FP32": ("Float", "Float", -1.5),
+    "FP64": ("Float", "Float", 1e-300),
     "BYTES": ("String!", "String!", "日本語 🙂"),
 }
 
@@ -212,7 +213,7 @@ def test_odd_and_clashing_names(gateway_factory: Factory) -> None:
         "reserved": (None, "output 'model_version' derives to the reserved field 'modelVersion'"),
         "tensor": (None, "its GraphQL type name 'TensorInput' is reserved by the gateway"),
     }
-    assert fields(gw, "OddInput") == {"input0": "Float!", "xYZ": "Float!"}
+    assert fields(gw, "OddInput") == {"input0": "Float", "xYZ": "Float"}
     assert fields(gw, "OddPrediction") == {
         "output1": "Float",
         "outPut": "Float",
@@ -265,7 +266,7 @@ def test_classifier_with_and_without_labels(gateway_factory: Factory) -> None:
     )
     assert typed_info(gw)["wrong"] == (None, "model.toml has 2 labels but the model has 3 classes")
     assert fields(gw, "PlainInput") == {"x": "[Float!]!"}
-    assert fields(gw, "NamedInput") == {"sizeCm": "Float!", "weightKg": "Float!", "class": "Float!"}
+    assert fields(gw, "NamedInput") == {"sizeCm": "Float", "weightKg": "Float", "class": "Float"}
     assert fields(gw, "NamedPrediction") == {
         "label": "String!",
         "probabilities": "[ClassProbability!]!",
@@ -305,7 +306,7 @@ def test_features_of_one_input_among_several(gateway_factory: Factory) -> None:
         None,
         "model.toml lists 3 features for input 'num' of shape [-1, 2]; expected a [N, 3] input",
     )
-    assert fields(gw, "TwoInput") == {"heightCm": "Float!", "weightKg": "Float!", "extra": "Float!"}
+    assert fields(gw, "TwoInput") == {"heightCm": "Float", "weightKg": "Float", "extra": "Float"}
     query = """{ predict { twoBatch(inputs: [{heightCm: 1, weightKg: 2, extra: 3},
                                            {extra: 6, weightKg: 5, heightCm: 4}]) { out } } }"""
     assert ok(run(gw, query))["predict"]["twoBatch"] == [
@@ -340,7 +341,7 @@ def test_features_of_inputs_without_a_free_batch_dimension(gateway_factory: Fact
         None,
         "model.toml names features of 'z', which is not an input",
     )
-    assert fields(gw, "FlatInput") == {"a": "Float!", "b": "Float!", "c": "Float!"}
+    assert fields(gw, "FlatInput") == {"a": "Float", "b": "Float", "c": "Float"}
     query = """{ predict {
         flat(input: {a: 1, b: 2, c: 3}) { y }
         flatBatch(inputs: [{a: 4, b: 5, c: 6}, {a: 7, b: 8, c: 9}]) { y }

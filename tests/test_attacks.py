@@ -84,6 +84,21 @@ def _attacks(key: str, metadata_key: str) -> list[tuple[str, dict[str, Any], int
             "BAD_USER_INPUT",
         ),
         (
+            "5,000-digit literal",
+            gql(
+                '{ infer(model: "iris", inputs: [{name: "float_input", shape: [1, 4], '
+                f"data: [1{'0' * 5000}, 1, 1, 1]}}]) {{ id }} }}"
+            ),
+            200,
+            "BAD_USER_INPUT",
+        ),
+        (
+            "1e999 literal",
+            gql(GOOD.replace("5.1", "1e999")),
+            200,
+            "BAD_USER_INPUT",
+        ),
+        (
             "malformed JSON",
             {
                 "content": b'{"query": "{ models',

@@ -145,7 +145,7 @@ def test_mixed_columns_become_typed_inputs(tmp_path: Path) -> None:
 
     gw = load_gateway(repo)
     sdl = gw.sdl
-    assert "size: String!" in sdl and "sepalLength: Float!" in sdl
+    assert "size: String!" in sdl and "sepalLength: Float = null" in sdl
     query = "query($i: MixedInput!) { predict { mixed(input: $i) { label } } }"
     for index in (0, 75, 140):
         row = frame.iloc[index]

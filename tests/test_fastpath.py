@@ -24,7 +24,7 @@ from tests.conftest import InProcessGateway, LiveServer
 _ERROR_ID = re.compile(r"[0-9a-f]{16}")
 
 
-def _normal(response: dict[str, Any]) -> dict[str, Any]:
+def comparable(response: dict[str, Any]) -> dict[str, Any]:
     """Comparable: no trace id, error ids masked, errors in path order."""
     out = {"data": response.get("data")}
     errors = []
@@ -41,7 +41,7 @@ def _normal(response: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _both(
+def both_paths(
     gw: InProcessGateway, query: str, variables: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The same operation through Strawberry and through the compiled path (None: not
@@ -79,9 +79,9 @@ HAND_WRITTEN = [
 def test_hand_written_operations_answer_the_same(
     example_gateway: InProcessGateway, query: str
 ) -> None:
-    slow, fast = _both(example_gateway, query)
+    slow, fast = both_paths(example_gateway, query)
     assert fast is not None, "expected the compiled path to take it"
-    assert _normal(fast) == _normal(slow)
+    assert comparable(fast) == comparable(slow)
 
 
 def test_variables_and_their_errors(example_gateway: InProcessGateway) -> None:
@@ -89,11 +89,11 @@ def test_variables_and_their_errors(example_gateway: InProcessGateway) -> None:
         "query V($r: IrisInput!, $v: Int) { predict { iris(input: $r, version: $v) { label } } }"
     )
     row = {"sepalLength": 6.3, "sepalWidth": 3.3, "petalLength": 6.0, "petalWidth": 2.5}
-    slow, fast = _both(example_gateway, query, {"r": row, "v": 1})
-    assert fast is not None and _normal(fast) == _normal(slow)
+    slow, fast = both_paths(example_gateway, query, {"r": row, "v": 1})
+    assert fast is not None and comparable(fast) == comparable(slow)
     assert fast["data"]["predict"]["iris"]["label"] == "virginica"
     # Variables that do not fit: the normal path words the error.
-    slow, fast = _both(example_gateway, query, {"r": {"sepalLength": "x"}})
+    slow, fast = both_paths(example_gateway, query, {"r": {"sepalLength": "x"}})
     assert fast is None and slow["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
 
 
@@ -116,10 +116,62 @@ def test_arguments_with_variables_are_filled_into_a_template(
     assert first == {"input": row, "version": None}
     assert second is not None and second["input"] is not first["input"]  # nothing shared
     null: dict[str, Any] = {"a": None, "b": 2.0}
-    assert template.fill(null) is None  # graphql-core words that error
-    slow, fast = _both(example_gateway, query, null)
-    assert fast is not None and _normal(fast) == _normal(slow)
+    assert template.fill(null) is None  # graphql-core coerces it (and words any error)
+    slow, fast = both_paths(example_gateway, query, null)
+    assert fast is not None and comparable(fast) == comparable(slow)
+    # A float feature takes null (a missing value): answered.
+    assert "errors" not in slow and slow["data"]["predict"]["iris"]["label"]
+    # A null in a non-null position: graphql-core's error, the same on both paths.
+    text = 'query S($t: String = "x") { predict { datasetTopic(input: {text: $t}) { label } } }'
+    slow, fast = both_paths(example_gateway, text, {"t": None})
+    assert fast is not None and comparable(fast) == comparable(slow)
     assert slow["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+_TYPED_LITERAL = (
+    "{ predict { iris(input: {sepalLength: %s, sepalWidth: 3.5, petalLength: 1.4, "
+    "petalWidth: 0.2}) { label } } }"
+)
+_INFER_LITERAL = (
+    '{ infer(model: "iris", inputs: [{name: "float_input", shape: [1, 4], '
+    "data: [%s, 3.5, 1.4, 0.2]}]) { id } }"
+)
+_TYPED_VARIABLE = "query($d: Float) { predict { iris(input: {sepalLength: $d}) { label } } }"
+_INFER_VARIABLE = (
+    'query($d: JSON) { infer(model: "iris", inputs: [{name: "float_input", shape: [1, 4], '
+    "data: $d}]) { id } }"
+)
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "1" + "0" * 5000, "-1" + "0" * 5000])
+def test_out_of_range_literals_are_refused_on_both_paths(
+    example_gateway: InProcessGateway, number: str
+) -> None:
+    for query, where in [
+        (_TYPED_LITERAL, "sepalLength: "),
+        (_INFER_LITERAL, 'input "float_input"'),
+    ]:
+        slow, fast = both_paths(example_gateway, query % number)
+        assert fast is not None, "expected the compiled path to take it"
+        assert comparable(fast) == comparable(slow)
+        (error,) = slow["errors"]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT"
+        assert error["message"].startswith(where) and "out of range for FP32" in error["message"]
+        assert "3.4028235e+38" in error["message"]  # the accepted range
+
+
+def test_out_of_range_variables_are_refused_on_both_paths(
+    example_gateway: InProcessGateway,
+) -> None:
+    cases: list[tuple[str, dict[str, Any], str]] = [
+        (_TYPED_VARIABLE, {"d": 1e300}, "sepalLength: value out of range for FP32"),
+        (_INFER_VARIABLE, {"d": [1e300, 1, 1, 1]}, "data[0] = 1e+300 is out of range for FP32"),
+    ]
+    for query, variables, message in cases:
+        slow, fast = both_paths(example_gateway, query, variables)
+        assert fast is not None and comparable(fast) == comparable(slow)
+        (error,) = slow["errors"]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT" and message in error["message"]
 
 
 @pytest.mark.parametrize(
@@ -135,7 +187,7 @@ def test_arguments_with_variables_are_filled_into_a_template(
 def test_what_a_plan_does_not_cover_goes_to_strawberry(
     example_gateway: InProcessGateway, query: str
 ) -> None:
-    _, fast = _both(example_gateway, query)
+    _, fast = both_paths(example_gateway, query)
     assert fast is None
 
 
@@ -151,9 +203,9 @@ def test_generated_queries_answer_the_same(
     schema = example_gateway.sdl
     query = data.draw(queries(schema))
     graphql.parse(query)
-    slow, fast = _both(example_gateway, query)
+    slow, fast = both_paths(example_gateway, query)
     if fast is not None:
-        assert _normal(fast) == _normal(slow), query
+        assert comparable(fast) == comparable(slow), query
 
 
 def test_persisted_queries_over_http(example_server: LiveServer) -> None:
@@ -266,9 +318,9 @@ def test_generated_variables_answer_the_same(
 ) -> None:
     query, strategy = data.draw(st.sampled_from(_VARIABLE_CASES))
     variables = data.draw(strategy)
-    slow, fast = _both(example_gateway, query, variables)
+    slow, fast = both_paths(example_gateway, query, variables)
     if fast is not None:
-        assert _normal(fast) == _normal(slow), (query, variables)
+        assert comparable(fast) == comparable(slow), (query, variables)
 
 
 def _digest(query: str) -> str:

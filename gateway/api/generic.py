@@ -314,6 +314,19 @@ def _decode_inputs(
             f"missing input {missing[0]!r}; the model needs: "
             + ", ".join(i.name for i in signature.inputs)
         )
+    # ONNX Runtime does not check that inputs agree on their batch size: it would answer
+    # outputs of different row counts (and a batch of such requests would mix their rows).
+    for group in signature.shared_first_dims:
+        sizes = {name: int(feeds[name].shape[0]) for name in group}
+        if len(set(sizes.values())) > 1:
+            given = ", ".join(f"{name!r} has {size}" for name, size in sizes.items())
+            first = signature.input(group[0])
+            symbol = first.dim_names[0] if first is not None and first.dim_names else ""
+            symbol = f" {symbol!r}" if symbol else ""
+            raise InvalidInputError(
+                f"inputs {', '.join(map(repr, group))} share their first (batch) "
+                f"dimension{symbol} and must have the same size in it; {given}"
+            )
     if outputs is not None:
         known_out = [o.name for o in signature.outputs]
         unknown = [o for o in outputs if o not in known_out]

@@ -18,7 +18,7 @@ from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
 from gateway.api.context import GatewayContext, Info
-from gateway.errors import InvalidInputError
+from gateway.errors import InvalidInputError, UnknownCategoryError
 from gateway.observability import MODEL_ATTRIBUTE, VERSION_ATTRIBUTE
 from gateway.tensors import DataType
 from gateway.typed import InputField, OutputField, TypedModel
@@ -113,7 +113,10 @@ async def _predict(
             feeds = tm.feeds(group)
             _check_size(feeds, ctx.settings.max_tensor_elements)
             runs.append(ctx.runtime.run(mv, feeds, tm.output_names))
-    outputs = [await runs[0]] if len(runs) == 1 else await asyncio.gather(*runs)
+    try:
+        outputs = [await runs[0]] if len(runs) == 1 else await asyncio.gather(*runs)
+    except UnknownCategoryError as exc:
+        raise tm.refusal(exc, rows) from exc  # named as the caller named it: field and row
     with observer.span("gateway.encode", current=False):
         values = [
             p
@@ -157,6 +160,13 @@ def _shape_text(row_shape: tuple[int, ...]) -> str:
 def _input_type(tm: TypedModel) -> type:
     namespace: dict[str, Any] = {"__annotations__": {}}
     for i, f in enumerate(tm.inputs):
+        if f.nullable:
+            # A missing value: null, or the field left out, reaches the model as NaN.
+            namespace["__annotations__"][f"f{i}"] = float | None
+            namespace[f"f{i}"] = strawberry.field(
+                name=f.graphql, description=_input_doc(f), default=None
+            )
+            continue
         namespace["__annotations__"][f"f{i}"] = _python_type(f.datatype, f.row_shape, output=False)
         namespace[f"f{i}"] = strawberry.field(name=f.graphql, description=_input_doc(f))
     return strawberry.input(
@@ -166,11 +176,13 @@ def _input_type(tm: TypedModel) -> type:
 
 
 def _input_doc(f: InputField) -> str:
+    missing = " Null or left out: a missing value, sent to the model as NaN." if f.nullable else ""
     if f.column is not None:
         return (
-            f"Feature {f.source!r}: column {f.column} of input {f.tensor!r} ({f.datatype.value})."
+            f"Feature {f.source!r}: column {f.column} of input {f.tensor!r} "
+            f"({f.datatype.value}).{missing}"
         )
-    return f"Input {f.tensor!r} ({f.datatype.value}), {_shape_text(f.row_shape)} per row."
+    return f"Input {f.tensor!r} ({f.datatype.value}), {_shape_text(f.row_shape)} per row.{missing}"
 
 
 def _output_doc(f: OutputField) -> str:

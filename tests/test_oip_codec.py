@@ -7,7 +7,9 @@ arrays, for every datatype.
 
 from __future__ import annotations
 
+import ast
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,7 @@ import pytest
 import tritonclient.http as triton_http
 from tritonclient.http._utils import _get_inference_request
 
+import gateway.oip
 from gateway.errors import InferenceError, InvalidInputError
 from gateway.oip.codec import NonFinite, decode_request, encode_response
 from gateway.oip.messages import InferOutput, InferRequest, InferResponse, RequestedOutput
@@ -349,3 +352,22 @@ def test_the_element_limit_applies_to_each_input() -> None:
     assert decode_request(body.encode(), max_elements=3).inputs[0].array.size == 3
     with pytest.raises(InvalidInputError, match="has 3 elements, more than the limit of 2"):
         decode_request(body.encode(), max_elements=2)
+
+
+def test_the_package_imports_no_server_graphql_or_runtime() -> None:
+    # Protocol translation only: what gateway/oip's own modules import (the generated modules
+    # and grpc_codec may use protobuf and grpc; nothing else may).
+    allowed = {"numpy", "orjson", "gateway.errors", "gateway.tensors", "gateway.oip"}
+    allowed |= {"__future__", "collections", "dataclasses", "enum", "itertools", "json", "math"}
+    allowed |= {"re", "shutil", "struct", "sys", "tempfile", "pathlib", "typing", "grpc_tools"}
+    grpc_only = {"google.protobuf", "grpc"}
+    package = Path(gateway.oip.__file__).parent
+    for path in sorted(package.glob("*.py")):
+        if path.name.endswith(("_pb2.py", "_pb2_grpc.py")):
+            continue
+        tree = ast.parse(path.read_text("utf-8"))
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        ok = allowed | (grpc_only if path.name == "grpc_codec.py" else set())
+        strays = {n for n in names if not any(n == a or n.startswith(a + ".") for a in ok)}
+        assert strays == set(), f"{path.name} imports {strays}"

@@ -49,7 +49,9 @@ def parse_header_length(value: str, body_length: int) -> int:
         InvalidInputError: not an integer from 0 to the body's length.
     """
     text = value.strip()
-    length = int(text) if text.isascii() and text.isdigit() else -1
+    # isascii: str.isdigit also accepts "²" and other digits int() refuses; the length cap
+    # keeps int() below its limit on digits.
+    length = int(text) if text.isascii() and text.isdigit() and len(text) < 20 else -1
     if not 0 <= length <= body_length:
         raise InvalidInputError(
             f"{HEADER} must be an integer from 0 to the body's length ({body_length}); "

@@ -134,7 +134,7 @@ def test_bad_files_leave_the_previous_load_serving_with_the_reason(tmp_path: Pat
         {"m/1": good, "c/1": good},
         {"c": f'[sha256]\n"1" = "{digest}"\n'},
     )
-    bad = {
+    bad: dict[str, onnx.ModelProto | bytes] = {
         "corrupt": b"\x08\x07 this is not an ONNX model",
         "truncated": good.SerializeToString()[: len(good.SerializeToString()) // 2],
         "warm-up": _fails_warmup(),

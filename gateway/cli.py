@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -13,7 +14,7 @@ from typing import Any, TextIO
 from gateway import __version__
 from gateway.api import build_schema
 from gateway.auth import new_key
-from gateway.config import Settings
+from gateway.config import Settings, unknown_variables
 from gateway.errors import ConfigError
 from gateway.progress import Progress
 from gateway.repository import scan_repository
@@ -302,6 +303,8 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     configure_logging(settings.log_level, settings.log_format)
+    for warning in unknown_variables(os.environ):
+        logging.getLogger("gateway.config").warning("environment: %s", warning)
     # log_config=None: uvicorn keeps the logging set up above (its records go through it too).
     options: dict[str, Any] = {
         "host": settings.host,

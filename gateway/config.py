@@ -1,13 +1,14 @@
 """Settings: read once, at the edge, into a frozen object.
 
 Sources, strongest first: command-line flags, ``GATEWAY_*`` environment variables, the TOML file
-named by ``--config`` / ``GATEWAY_CONFIG``, then the defaults below. Nothing else in the package
-reads the environment.
+named by ``--config`` / ``GATEWAY_CONFIG_FILE``, then the defaults below. Nothing else in the
+package reads the environment.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ __all__ = [
     "SessionOptions",
     "Settings",
     "describe_settings",
+    "unknown_variables",
 ]
 
 ENV_PREFIX = "GATEWAY_"
@@ -382,24 +384,47 @@ def _default_text(f: dataclasses.Field[Any]) -> str:
     return "" if value is None else str(value)
 
 
-def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    session: dict[str, Any] = {}
+def _variables() -> dict[str, tuple[str, ...]]:
+    """Each ``GATEWAY_*`` variable a setting is read from: its key (``("port",)``, or
+    ``("session", "intra_op_threads")`` for a session option)."""
+    names: dict[str, tuple[str, ...]] = {}
     for f in dataclasses.fields(Settings):
         if f.name == "otel":
             continue
         if f.name == "session":
             for sf in dataclasses.fields(SessionOptions):
-                name = f"{ENV_PREFIX}SESSION_{sf.name.upper()}"
-                if name in environ:
-                    session[sf.name] = environ[name]
+                names[f"{ENV_PREFIX}SESSION_{sf.name.upper()}"] = ("session", sf.name)
             continue
-        name = f"{ENV_PREFIX}{f.name.upper()}"
+        names[f"{ENV_PREFIX}{f.name.upper()}"] = (f.name,)
+    return names
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, key in _variables().items():
         if name in environ:
-            out[f.name] = environ[name]
-    if session:
-        out["session"] = session
+            table = out.setdefault(key[0], {}) if len(key) == 2 else out
+            table[key[-1]] = environ[name]
     return out
+
+
+#: GATEWAY_* variables that are no setting but are read elsewhere (scripts/test: the venv).
+_OTHER_VARIABLES = ("GATEWAY_VENV",)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each ``GATEWAY_*`` variable of ``environ`` that names no setting (a typo
+    is otherwise silently ignored), with the closest known name."""
+    known = [*_variables(), *_OTHER_VARIABLES]
+    # Compared without the prefix they all share, which would make any two names look alike.
+    suffixes = [k.removeprefix(ENV_PREFIX) for k in known]
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), suffixes, n=1)
+            hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
+            warnings.append(f"{name} is not a setting and is ignored{hint}")
+    return warnings
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """The log stream of a real server: JSON lines only (nothing ONNX Runtime or uvicorn colours),
-human lines a client cannot forge, and access lines with the outcome the client got."""
+human lines a client cannot forge, access lines with the outcome the client got, and a warning
+for a misspelt GATEWAY_* variable."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def test_json_logs_are_json_lines_without_colour_codes(repository: Path, tmp_pat
     server = start_server(
         repository,
         tmp_path / "server.log",
-        env={"GATEWAY_LOG_FORMAT": "json", "GATEWAY_WARMUP": "false"},
+        env={"GATEWAY_LOG_FORMAT": "json", "GATEWAY_WARMUP": "false", "GATEWAY_WARMPU": "true"},
     )
     try:
         body = httpx.post(f"{server.url}/graphql", json={"query": BAD_RESHAPE}).json()
@@ -75,6 +76,8 @@ def test_json_logs_are_json_lines_without_colour_codes(repository: Path, tmp_pat
     assert any(r["logger"] == "uvicorn.error" for r in records)  # uvicorn's lines are there
     assert not any("color_message" in r for r in records)
     assert not any("onnxruntime" in r["message"] and "[E:" in r["message"] for r in records)
+    (typo,) = [r for r in records if "GATEWAY_WARMPU" in r["message"]]
+    assert typo["level"] == "warning" and "did you mean GATEWAY_WARMUP?" in typo["message"]
 
 
 def test_human_log_lines_cannot_be_forged_and_say_the_real_outcome(

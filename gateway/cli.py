@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -292,6 +293,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.app.protocol import BoundedHttpProtocol
 
     settings = _settings(
         models=args.models,
@@ -312,6 +314,14 @@ def _serve(args: argparse.Namespace) -> int:
         "log_level": settings.log_level,
         "log_config": None,
         "access_log": False,
+        # Bounds on how slowly and how much a client may send (see gateway.app.protocol).
+        "http": functools.partial(
+            BoundedHttpProtocol,
+            header_timeout=settings.header_timeout_seconds,
+            body_timeout=settings.body_timeout_seconds,
+            max_header_bytes=settings.max_header_bytes,
+        ),
+        "timeout_keep_alive": settings.keep_alive_seconds,
     }
     if settings.tls_certfile is not None:
         options["ssl_certfile"] = str(settings.tls_certfile)

@@ -135,6 +135,33 @@ class Settings:
         default=8 * 1024 * 1024,
         metadata=_doc("Largest request body accepted, in bytes; beyond, HTTP 413."),
     )
+    max_drain_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata=_doc(
+            "Bytes of a body over max_body_bytes read and discarded, so that its client can "
+            "read the 413; a bigger body is cut off (the client may see a connection reset)."
+        ),
+    )
+    max_header_bytes: int = field(
+        default=64 * 1024,
+        metadata=_doc("Largest request line and headers, in bytes; beyond, HTTP 431."),
+    )
+    header_timeout_seconds: float = field(
+        default=10.0,
+        metadata=_doc(
+            "Longest a client may take to send a request's line and headers; beyond, HTTP 408."
+        ),
+    )
+    body_timeout_seconds: float = field(
+        default=30.0,
+        metadata=_doc(
+            "Longest a client may take to send a request body, after its headers; beyond, HTTP 408."
+        ),
+    )
+    keep_alive_seconds: float = field(
+        default=5.0,
+        metadata=_doc("Seconds an idle connection is kept open for the client's next request."),
+    )
     max_depth: int = field(default=15, metadata=_doc("Deepest field nesting of an operation."))
     max_aliases: int = field(default=30, metadata=_doc("Most aliases in an operation."))
     max_directives: int = field(default=20, metadata=_doc("Most directives in an operation."))
@@ -303,6 +330,11 @@ class Settings:
                 f"request_timeout_seconds: invalid value {self.request_timeout_seconds!r}: "
                 "expected > 0"
             )
+        for key in ("header_timeout_seconds", "body_timeout_seconds", "keep_alive_seconds"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"{key}: invalid value {getattr(self, key)!r}: expected > 0")
+        _check_min("max_drain_bytes", self.max_drain_bytes, 0)
+        _check_min("max_header_bytes", self.max_header_bytes, 1024)
         if not self.poll_seconds >= 0:
             raise ConfigError(f"poll_seconds: invalid value {self.poll_seconds!r}: expected >= 0")
         if self.admin_api and self.host not in LOOPBACK_HOSTS:

@@ -18,6 +18,7 @@ from gateway.api import GatewayContext
 from gateway.api.context import header_map
 from gateway.api.fastpath import FastResponse
 from gateway.api.limits import RowBudget
+from gateway.app.body import read_body
 from gateway.app.state import Gateway
 from gateway.errors import BadRequestError, RequestTimeoutError, UnauthenticatedError
 from gateway.examples import example_operations
@@ -54,29 +55,6 @@ def _unauthenticated(exc: UnauthenticatedError) -> Response:
     return JSONResponse(
         {"errors": [error]}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
     )
-
-
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None when it is larger than ``limit`` (read no further than that)."""
-    declared = header_map(request.scope).get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(limit: int) -> Response:
-    error = {
-        "message": f"the request body is larger than {limit} bytes (max_body_bytes)",
-        "extensions": {"code": BadRequestError.code},
-    }
-    # Connection: close, so the server stops there instead of reading the rest of the body.
-    return JSONResponse({"errors": [error]}, status_code=413, headers={"Connection": "close"})
 
 
 def _timed_out(seconds: float) -> Response:
@@ -183,11 +161,20 @@ class GraphQLView(GraphQL[GatewayContext, None]):
                     await _rate_limited(wait)(scope, receive, send)
                     return
         if scope["method"] == "POST":
-            limit = self._gateway.settings.max_body_bytes
-            body = await _read_body(request, limit)
-            if body is None:
-                await _too_large(limit)(scope, receive, send)
+            settings = self._gateway.settings
+            read = await read_body(
+                scope,
+                receive,
+                limit=settings.max_body_bytes,
+                drain=settings.max_drain_bytes,
+                timeout=settings.body_timeout_seconds,
+            )
+            if read is None:  # the client left
                 return
+            if isinstance(read, Response):
+                await read(scope, receive, send)
+                return
+            body = read
             if not _is_json(headers):  # GraphQL over HTTP: POST bodies are JSON
                 await _unsupported_media(request)(scope, receive, send)
                 return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from cross_web import HTTPException
@@ -16,7 +17,7 @@ from strawberry.schema import BaseSchema
 
 from gateway.api import GatewayContext
 from gateway.api.context import header_map
-from gateway.api.fastpath import FastResponse
+from gateway.api.fastpath import FastResponse, persisted_get
 from gateway.api.limits import RowBudget
 from gateway.app.body import read_body
 from gateway.app.state import Gateway
@@ -81,6 +82,15 @@ def _unsupported_media(request: Request) -> Response:
         "extensions": {"code": BadRequestError.code},
     }
     return JSONResponse({"errors": [error]}, status_code=415)
+
+
+def _query_string(payload: dict[str, Any]) -> bytes:
+    """A GraphQL-over-HTTP GET query string for a request body."""
+    params = {k: v for k, v in payload.items() if k in ("query", "operationName") and v}
+    for key in ("variables", "extensions"):
+        if payload.get(key):
+            params[key] = orjson.dumps(payload[key]).decode()
+    return urlencode(params).encode()
 
 
 def _replay(body: bytes) -> Receive:
@@ -178,20 +188,27 @@ class GraphQLView(GraphQL[GatewayContext, None]):
             if not _is_json(headers):  # GraphQL over HTTP: POST bodies are JSON
                 await _unsupported_media(request)(scope, receive, send)
                 return
-            try:
-                async with asyncio.timeout(self._gateway.settings.request_timeout_seconds):
-                    fast = await self._fast(request, body)
-            except TimeoutError:
-                await _timed_out(self._gateway.settings.request_timeout_seconds)(
-                    scope, receive, send
-                )
-                return
+            fast = await self._lean(request, body)
             if isinstance(fast, Response):
                 await fast(scope, receive, send)
                 return
             body = fast  # with a persisted query filled in
             # Strawberry reads the body again: replay it.
             request = Request(scope, receive=_replay(body))
+        elif (
+            scope["method"] == "GET"
+            and "gateway.principal" in scope
+            and (payload := persisted_get(request.query_params)) is not None
+        ):
+            # Apollo's persisted queries over GET: the hash in `extensions`, the query in
+            # `query` once (to register it), variables as JSON text.
+            fast = await self._lean(request, orjson.dumps(payload))
+            if isinstance(fast, Response):
+                await fast(scope, receive, send)
+                return
+            # Strawberry runs the query the hash stood for (over GET it refuses mutations).
+            scope = {**scope, "query_string": _query_string(orjson.loads(fast))}
+            request = Request(scope, receive=receive)
         try:
             async with asyncio.timeout(self._gateway.settings.request_timeout_seconds):
                 response: Response = await self.run(request)
@@ -202,6 +219,15 @@ class GraphQLView(GraphQL[GatewayContext, None]):
             error = {"message": exc.reason, "extensions": {"code": BadRequestError.code}}
             response = JSONResponse({"errors": [error]}, status_code=exc.status_code)
         await response(scope, receive, send)
+
+    async def _lean(self, request: Request, body: bytes) -> Response | bytes:
+        """``_fast`` within the request's time-out."""
+        seconds = self._gateway.settings.request_timeout_seconds
+        try:
+            async with asyncio.timeout(seconds):
+                return await self._fast(request, body)
+        except TimeoutError:
+            return _timed_out(seconds)
 
     async def _fast(self, request: Request, body: bytes) -> Response | bytes:
         """Answer from the lean path, or the body for Strawberry to take."""

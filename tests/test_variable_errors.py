@@ -13,11 +13,14 @@ from gateway.security import quote_as_json
 from tests.conftest import InProcessGateway, LiveServer
 
 QUERY = "query Iris($r: IrisInput!) { predict { iris(input: $r) { label } } }"
+BATCH = "query Rows($rows: [IrisInput!]!) { predict { irisBatch(inputs: $rows) { label } } }"
+TOPIC = "query Topic($t: DatasetTopicInput!) { predict { datasetTopic(input: $t) { label } } }"
 ROW = {"sepalLength": 5.1, "sepalWidth": 3.5, "petalLength": 1.4, "petalWidth": 0.2}
 
-#: (variables, the messages expected, in order)
-CASES: list[tuple[dict[str, Any], list[str]]] = [
+#: (operation, variables, the messages expected, in order)
+CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     (
+        QUERY,
         {"r": None},
         [
             "Variable '$r' has invalid value: Expected value of non-null type 'IrisInput!' "
@@ -25,15 +28,23 @@ CASES: list[tuple[dict[str, Any], list[str]]] = [
         ],
     ),
     (
-        {"r": {**ROW, "sepalLength": True, "petalWidth": None}},
+        BATCH,
+        {"rows": [ROW, None]},
         [
-            "Variable '$r' has invalid value at .sepalLength: Float cannot represent non numeric "
-            "value: true",
-            "Variable '$r' has invalid value at .petalWidth: Expected value of non-null type "
-            "'Float!' not to be null.",
+            "Variable '$rows' has invalid value at [1]: Expected value of non-null type "
+            "'IrisInput!' not to be null."
         ],
     ),
     (
+        QUERY,
+        {"r": {**ROW, "sepalLength": True}},
+        [
+            "Variable '$r' has invalid value at .sepalLength: Float cannot represent non numeric "
+            "value: true"
+        ],
+    ),
+    (
+        QUERY,
         {"r": {**ROW, "sepalWidth": {"a": [1, "b", None]}, "petalLength": "4"}},
         [
             "Variable '$r' has invalid value at .sepalWidth: Float cannot represent non numeric "
@@ -43,11 +54,13 @@ CASES: list[tuple[dict[str, Any], list[str]]] = [
         ],
     ),
     (
-        {"r": {"sepalLength": 5.1, "sepalWidth": 3.5, "petalLength": 1.4}},
+        TOPIC,
+        {"t": {"txt": False}},
         [
-            "Variable '$r' has invalid value: Expected value of type 'IrisInput' to include "
-            "required field 'petalWidth', found: "
-            '{"sepalLength": 5.1, "sepalWidth": 3.5, "petalLength": 1.4}.'
+            "Variable '$t' has invalid value: Expected value of type 'DatasetTopicInput' to "
+            "include required field 'text', found: {\"txt\": false}.",
+            "Variable '$t' has invalid value: Expected value of type 'DatasetTopicInput' not to "
+            "include unknown field 'txt'. Did you mean 'text'? Found: {\"txt\": false}.",
         ],
     ),
 ]
@@ -59,20 +72,25 @@ def _messages(body: dict[str, Any]) -> list[str]:
     return [e["message"] for e in body["errors"]]
 
 
-@pytest.mark.parametrize(("variables", "expected"), CASES)
+@pytest.mark.parametrize(("query", "variables", "expected"), CASES)
 def test_strawberry_path_quotes_variable_values_as_json(
-    example_gateway: InProcessGateway, variables: dict[str, Any], expected: list[str]
+    example_gateway: InProcessGateway, query: str, variables: dict[str, Any], expected: list[str]
 ) -> None:
-    assert _messages(example_gateway.execute(QUERY, variables)) == expected
+    assert _messages(example_gateway.execute(query, variables)) == expected
 
 
 @pytest.mark.e2e
 def test_compiled_path_quotes_variable_values_as_json(example_server: LiveServer) -> None:
     url = f"{example_server.url}/graphql"
-    for variables, expected in CASES:
-        good = httpx.post(url, json={"query": QUERY, "variables": {"r": ROW}})  # compiled
-        assert good.json()["data"]["predict"]["iris"]["label"] == "setosa"
-        bad = httpx.post(url, json={"query": QUERY, "variables": variables})
+    valid = {
+        QUERY: {"r": ROW},
+        BATCH: {"rows": [ROW]},
+        TOPIC: {"t": {"text": "The sepals and petals of each flower were measured."}},
+    }
+    for query, variables, expected in CASES:
+        good = httpx.post(url, json={"query": query, "variables": valid[query]})  # compiled
+        assert good.status_code == 200 and "errors" not in good.json(), good.text
+        bad = httpx.post(url, json={"query": query, "variables": variables})
         assert _messages(bad.json()) == expected
 
 

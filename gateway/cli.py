@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -13,7 +15,7 @@ from typing import Any, TextIO
 from gateway import __version__
 from gateway.api import build_schema
 from gateway.auth import new_key
-from gateway.config import Settings
+from gateway.config import Settings, unknown_variables
 from gateway.errors import ConfigError
 from gateway.progress import Progress
 from gateway.repository import scan_repository
@@ -291,6 +293,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.app.protocol import BoundedHttpProtocol
 
     settings = _settings(
         models=args.models,
@@ -302,6 +305,8 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     configure_logging(settings.log_level, settings.log_format)
+    for warning in unknown_variables(os.environ):
+        logging.getLogger("gateway.config").warning("environment: %s", warning)
     # log_config=None: uvicorn keeps the logging set up above (its records go through it too).
     options: dict[str, Any] = {
         "host": settings.host,
@@ -309,6 +314,14 @@ def _serve(args: argparse.Namespace) -> int:
         "log_level": settings.log_level,
         "log_config": None,
         "access_log": False,
+        # Bounds on how slowly and how much a client may send (see gateway.app.protocol).
+        "http": functools.partial(
+            BoundedHttpProtocol,
+            header_timeout=settings.header_timeout_seconds,
+            body_timeout=settings.body_timeout_seconds,
+            max_header_bytes=settings.max_header_bytes,
+        ),
+        "timeout_keep_alive": settings.keep_alive_seconds,
     }
     if settings.tls_certfile is not None:
         options["ssl_certfile"] = str(settings.tls_certfile)

@@ -1,13 +1,14 @@
 """Settings: read once, at the edge, into a frozen object.
 
 Sources, strongest first: command-line flags, ``GATEWAY_*`` environment variables, the TOML file
-named by ``--config`` / ``GATEWAY_CONFIG``, then the defaults below. Nothing else in the package
-reads the environment.
+named by ``--config`` / ``GATEWAY_CONFIG_FILE``, then the defaults below. Nothing else in the
+package reads the environment.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ __all__ = [
     "SessionOptions",
     "Settings",
     "describe_settings",
+    "unknown_variables",
 ]
 
 ENV_PREFIX = "GATEWAY_"
@@ -132,6 +134,33 @@ class Settings:
     max_body_bytes: int = field(
         default=8 * 1024 * 1024,
         metadata=_doc("Largest request body accepted, in bytes; beyond, HTTP 413."),
+    )
+    max_drain_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata=_doc(
+            "Bytes of a body over max_body_bytes read and discarded, so that its client can "
+            "read the 413; a bigger body is cut off (the client may see a connection reset)."
+        ),
+    )
+    max_header_bytes: int = field(
+        default=64 * 1024,
+        metadata=_doc("Largest request line and headers, in bytes; beyond, HTTP 431."),
+    )
+    header_timeout_seconds: float = field(
+        default=10.0,
+        metadata=_doc(
+            "Longest a client may take to send a request's line and headers; beyond, HTTP 408."
+        ),
+    )
+    body_timeout_seconds: float = field(
+        default=30.0,
+        metadata=_doc(
+            "Longest a client may take to send a request body, after its headers; beyond, HTTP 408."
+        ),
+    )
+    keep_alive_seconds: float = field(
+        default=5.0,
+        metadata=_doc("Seconds an idle connection is kept open for the client's next request."),
     )
     max_depth: int = field(default=15, metadata=_doc("Deepest field nesting of an operation."))
     max_aliases: int = field(default=30, metadata=_doc("Most aliases in an operation."))
@@ -301,6 +330,11 @@ class Settings:
                 f"request_timeout_seconds: invalid value {self.request_timeout_seconds!r}: "
                 "expected > 0"
             )
+        for key in ("header_timeout_seconds", "body_timeout_seconds", "keep_alive_seconds"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"{key}: invalid value {getattr(self, key)!r}: expected > 0")
+        _check_min("max_drain_bytes", self.max_drain_bytes, 0)
+        _check_min("max_header_bytes", self.max_header_bytes, 1024)
         if not self.poll_seconds >= 0:
             raise ConfigError(f"poll_seconds: invalid value {self.poll_seconds!r}: expected >= 0")
         if self.admin_api and self.host not in LOOPBACK_HOSTS:
@@ -382,24 +416,47 @@ def _default_text(f: dataclasses.Field[Any]) -> str:
     return "" if value is None else str(value)
 
 
-def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    session: dict[str, Any] = {}
+def _variables() -> dict[str, tuple[str, ...]]:
+    """Each ``GATEWAY_*`` variable a setting is read from: its key (``("port",)``, or
+    ``("session", "intra_op_threads")`` for a session option)."""
+    names: dict[str, tuple[str, ...]] = {}
     for f in dataclasses.fields(Settings):
         if f.name == "otel":
             continue
         if f.name == "session":
             for sf in dataclasses.fields(SessionOptions):
-                name = f"{ENV_PREFIX}SESSION_{sf.name.upper()}"
-                if name in environ:
-                    session[sf.name] = environ[name]
+                names[f"{ENV_PREFIX}SESSION_{sf.name.upper()}"] = ("session", sf.name)
             continue
-        name = f"{ENV_PREFIX}{f.name.upper()}"
+        names[f"{ENV_PREFIX}{f.name.upper()}"] = (f.name,)
+    return names
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, key in _variables().items():
         if name in environ:
-            out[f.name] = environ[name]
-    if session:
-        out["session"] = session
+            table = out.setdefault(key[0], {}) if len(key) == 2 else out
+            table[key[-1]] = environ[name]
     return out
+
+
+#: GATEWAY_* variables that are no setting but are read elsewhere (scripts/test: the venv).
+_OTHER_VARIABLES = ("GATEWAY_VENV",)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each ``GATEWAY_*`` variable of ``environ`` that names no setting (a typo
+    is otherwise silently ignored), with the closest known name."""
+    known = [*_variables(), *_OTHER_VARIABLES]
+    # Compared without the prefix they all share, which would make any two names look alike.
+    suffixes = [k.removeprefix(ENV_PREFIX) for k in known]
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), suffixes, n=1)
+            hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
+            warnings.append(f"{name} is not a setting and is ignored{hint}")
+    return warnings
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

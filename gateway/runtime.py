@@ -476,7 +476,10 @@ def _create_session(path: Path, options: SessionOptions) -> ort.InferenceSession
     so.intra_op_num_threads = options.intra_op_threads
     so.inter_op_num_threads = options.inter_op_threads
     so.graph_optimization_level = _OPT_LEVELS[options.graph_optimization_level]
-    so.log_severity_level = 3  # errors only: ORT's warnings go to stderr, not our logs
+    # Fatal only: ONNX Runtime writes its log lines to stderr itself, coloured and outside the
+    # log format (JSON lines). Every error it would log also reaches us as the exception of
+    # the load or run, which is translated and logged (with the model) here.
+    so.log_severity_level = 4
     try:
         return ort.InferenceSession(
             str(path), sess_options=so, providers=list(options.execution_providers)

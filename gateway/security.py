@@ -8,12 +8,15 @@ that id.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from graphql import GraphQLError, GraphQLSyntaxError
+from graphql.pyutils import inspect
 from strawberry.extensions import SchemaExtension
 
 from gateway.errors import GatewayError
@@ -50,10 +53,15 @@ def format_errors(
     *,
     validation: Sequence[GraphQLError] = (),
     response: Any = None,
+    variables: Mapping[str, Any] | None = None,
 ) -> list[GraphQLError]:
     """Every error with its ``extensions.code``, unexpected ones masked (and logged with an
-    id); an OVERLOADED error turns ``response`` (when given) into a 503 with Retry-After."""
-    formatted = [_format(e, validation=any(e is v for v in validation)) for e in errors]
+    id); an OVERLOADED error turns ``response`` (when given) into a 503 with Retry-After.
+    A variable's value that does not fit its type is quoted as the JSON the client sent
+    (``variables``: the request's)."""
+    formatted = [
+        _format(e, validation=any(e is v for v in validation), variables=variables) for e in errors
+    ]
     if response is not None and any(
         (e.extensions or {}).get("code") == "OVERLOADED" for e in formatted
     ):
@@ -80,15 +88,22 @@ class ErrorCodes(SchemaExtension):
             return
         response = getattr(self.execution_context.context, "response", None)
         result.errors = format_errors(
-            result.errors, validation=self._validation_errors, response=response
+            result.errors,
+            validation=self._validation_errors,
+            response=response,
+            variables=self.execution_context.variables,
         )
 
 
-def _format(error: GraphQLError, *, validation: bool) -> GraphQLError:
+def _format(
+    error: GraphQLError, *, validation: bool, variables: Mapping[str, Any] | None
+) -> GraphQLError:
     code = error_code(error, validation=validation)
     original = error.original_error
     extensions = dict(error.extensions or {})
     message = error.message
+    if code == "BAD_USER_INPUT" and variables:
+        message = quote_as_json(message, variables)
     if code == "INTERNAL_SERVER_ERROR" and not (
         isinstance(original, GatewayError) and original.public
     ):
@@ -112,3 +127,58 @@ def _format(error: GraphQLError, *, validation: bool) -> GraphQLError:
         original_error=None,
         extensions=extensions,
     )
+
+
+# graphql-core's words for a variable value that does not fit its type: the variable, the path
+# to the value inside it (print_path_list: ".field" and "[index]"), then the reason, which
+# quotes the value with graphql.pyutils.inspect (Python's repr: None, True, {'a': 1}).
+_NAME = r"[_A-Za-z][_0-9A-Za-z]*"
+_INVALID_VARIABLE = re.compile(
+    rf"Variable '\$(?P<name>{_NAME})' has invalid value(?: at (?P<path>(?:\.{_NAME}|\[\d+\])+))?: "
+)
+_PATH_KEY = re.compile(rf"\.({_NAME})|\[(\d+)\]")
+_NOT_NULL = " not to be None."
+
+
+def quote_as_json(message: str, variables: Mapping[str, Any]) -> str:
+    """``message``, with the variable value it quotes the Python way (``None``, ``True``,
+    ``{'a': 1}``) quoted as the JSON the client sent (``null``, ``true``, ``{"a": 1}``); the
+    message unchanged when it is not such an error."""
+    match = _INVALID_VARIABLE.match(message)
+    if match is None or match["name"] not in variables:
+        return message
+    value: Any = variables[match["name"]]
+    for field, index in _PATH_KEY.findall(match["path"] or ""):
+        try:
+            value = value[field] if field else value[int(index)]
+        except (KeyError, IndexError, TypeError):
+            return message
+    head, reason = message[: match.end()], message[match.end() :]
+    if value is None and reason.endswith(_NOT_NULL):
+        return f"{head}{reason[: -len(_NOT_NULL)]} not to be null."
+    python = inspect(value)
+    at = reason.rfind(python)
+    if at < 0:
+        return message
+    return f"{head}{reason[:at]}{_json(value)}{reason[at + len(python) :]}"
+
+
+def _json(value: Any, depth: int = 0) -> str:
+    """``value`` as JSON, cut where graphql-core's inspect cuts (long strings and lists, deep
+    nesting), so that a message stays short whatever was sent."""
+    if isinstance(value, str):
+        return json.dumps(value if len(value) <= 240 else value[:237] + "...", ensure_ascii=False)
+    if isinstance(value, list | dict) and value and depth >= 2:
+        return "[...]" if isinstance(value, list) else "{...}"
+    if isinstance(value, list):
+        items = [_json(v, depth + 1) for v in value[:10]]
+        return "[" + ", ".join(items + (["..."] if len(value) > 10 else [])) + "]"
+    if isinstance(value, dict):
+        pairs = [
+            f"{json.dumps(str(k))}: {_json(v, depth + 1)}" for k, v in list(value.items())[:10]
+        ]
+        return "{" + ", ".join(pairs + (["..."] if len(value) > 10 else [])) + "}"
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return inspect(value)

@@ -4,7 +4,10 @@ refused with its code, while a well-behaved client keeps getting answers within 
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
+import select
+import socket
 import statistics
 import time
 from pathlib import Path
@@ -22,6 +25,9 @@ pytestmark = pytest.mark.e2e
 SECRET = "attack-suite-shared-secret-0123456789"
 ROW = "{sepalLength: 5.1, sepalWidth: 3.5, petalLength: 1.4, petalWidth: 0.2}"
 GOOD = f"query Good {{ predict {{ iris(input: {ROW}) {{ label }} }} }}"
+SLOW_HEADER_TIMEOUT = 2.0
+SLOW_BODY_TIMEOUT = 3.0
+FORGED_LOG_LINE = '{"level": "error", "logger": "gateway.auth", "message": "admin key accepted"}'
 
 
 def _token(**claims: Any) -> str:
@@ -159,6 +165,12 @@ def _attacks(key: str, metadata_key: str) -> list[tuple[str, dict[str, Any], int
             "FORBIDDEN",
         ),
         ("no credentials", {"json": {"query": GOOD}}, 200, "FORBIDDEN"),
+        (
+            "forged log line",  # an operation name that would write a record of its own
+            gql(GOOD, operationName=f"Good\n{FORGED_LOG_LINE}"),
+            400,
+            "BAD_REQUEST",
+        ),
     ]
 
 
@@ -181,6 +193,9 @@ def exposed(tmp_path_factory: pytest.TempPathFactory) -> Any:
             "GATEWAY_API_KEYS_FILE": str(folder / "keys.toml"),
             "GATEWAY_JWT_SECRET": SECRET,
             "GATEWAY_JWT_AUDIENCE": "gateway",
+            # Short enough for the slow-loris attack to see its connections cut off.
+            "GATEWAY_HEADER_TIMEOUT_SECONDS": str(SLOW_HEADER_TIMEOUT),
+            "GATEWAY_BODY_TIMEOUT_SECONDS": str(SLOW_BODY_TIMEOUT),
         },
     )
     yield server, good_key, meta_key
@@ -258,3 +273,56 @@ def test_attacks_are_refused_and_a_good_client_keeps_its_latency(exposed: Any) -
     log = (Path(server.log)).read_text()
     assert SECRET not in log and good_key not in log and meta_key not in log
     assert "Traceback" not in log
+    records = [json.loads(line) for line in log.splitlines()]  # JSON lines, nothing else
+    assert not any(r.get("message") == "admin key accepted" for r in records)
+
+
+def _slow_clients(url: str, count: int, seconds: float, results: Any) -> None:
+    """Slow loris: ``count`` connections that send their headers a byte at a time and
+    ``count`` that send their body so, every 0.2 s; puts how many the server cut off (answered
+    or closed) within ``seconds``."""
+    host, port = url.removeprefix("http://").split(":")
+    body_head = (
+        b"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100000\r\n\r\n"
+    )
+    slow: list[socket.socket] = []
+    for start in [b"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\n"] * count + [body_head] * count:
+        sock = socket.create_connection((host, int(port)), timeout=5)
+        sock.sendall(start)
+        slow.append(sock)
+    cut: set[socket.socket] = set()
+    deadline = time.monotonic() + seconds
+    while len(cut) < len(slow) and time.monotonic() < deadline:
+        waiting = [s for s in slow if s not in cut]
+        readable, _, _ = select.select(waiting, [], [], 0.2)
+        cut.update(readable)  # an answer (408) or the close
+        for sock in waiting:
+            if sock not in cut:
+                try:
+                    sock.sendall(b"X")
+                except OSError:
+                    cut.add(sock)
+    results.put(len(cut))
+    for sock in slow:
+        sock.close()
+
+
+def test_slow_clients_are_cut_off_and_a_good_client_keeps_its_latency(exposed: Any) -> None:
+    server, good_key, _ = exposed
+    baseline = asyncio.run(_good_client(server, good_key, 600))
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    count, seconds = 100, SLOW_BODY_TIMEOUT + 6
+    slow = context.Process(target=_slow_clients, args=(server.url, count, seconds, results))
+    slow.start()
+    try:
+        time.sleep(0.5)  # its connections are open
+        under_attack = asyncio.run(_good_client(server, good_key, 600))
+        cut = results.get(timeout=seconds + 30)
+    finally:
+        slow.join(timeout=30)
+    assert cut == 2 * count, f"{2 * count - cut} slow connections still held"
+    base, attacked = _p99(baseline), _p99(under_attack)
+    print(f"good client p99: {base * 1000:.1f} ms alone, {attacked * 1000:.1f} ms with slow loris")
+    assert attacked <= max(2 * base, base + 0.005)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import SessionOptions, Settings, describe_settings
+from gateway.config import SessionOptions, Settings, describe_settings, unknown_variables
 from gateway.errors import ConfigError
 from tests.conftest import ROOT
 
@@ -82,3 +82,24 @@ def test_readme_settings_table_is_generated_from_the_fields() -> None:
     for key, env, default, doc in describe_settings():
         row = f"| `{key}` | `{env}` | {f'`{default}`' if default else ''} | {doc} |"
         assert row in readme, f"README settings table lacks or misstates: {row}"
+
+
+def test_a_misspelt_variable_is_named_with_the_closest_setting() -> None:
+    environ = {
+        "GATEWAY_PROT": "9000",
+        "GATEWAY_SESSION_INTRA_OP_THREAD": "2",
+        "GATEWAY_WHATEVER": "1",
+        "GATEWAY_PORT": "9001",
+        "GATEWAY_SESSION_INTER_OP_THREADS": "2",
+        "GATEWAY_VENV": ".venv",  # scripts/test's
+        "OTEL_SERVICE_NAME": "x",
+    }
+    assert unknown_variables(environ) == [
+        "GATEWAY_PROT is not a setting and is ignored; did you mean GATEWAY_PORT?",
+        "GATEWAY_SESSION_INTRA_OP_THREAD is not a setting and is ignored; "
+        "did you mean GATEWAY_SESSION_INTRA_OP_THREADS?",
+        "GATEWAY_WHATEVER is not a setting and is ignored",
+    ]
+    settings = Settings.load(environ=environ)
+    assert settings.port == 9001 and settings.session.inter_op_threads == 2
+    assert unknown_variables({f"GATEWAY_{f.upper()}": "" for f in ("models", "port")}) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -359,5 +360,50 @@ def test_workers_share_the_port(tmp_path: Path) -> None:
             "digits",
             "dataset-topic",
         }
+    finally:
+        stop_server(server)
+
+
+def test_persisted_queries_over_get(example_server: LiveServer) -> None:
+    # A query this server has not seen (the comment), persisted by GET alone.
+    query = "query GetIris($r: IrisInput!) { predict { iris(input: $r) { label } } } # get"
+    variables = json.dumps({"r": IRIS_ROW})
+    url = f"{example_server.url}/graphql"
+    digest = hashlib.sha256(query.encode()).hexdigest()
+    extensions = json.dumps({"persistedQuery": {"version": 1, "sha256Hash": digest}})
+
+    unknown = httpx.get(url, params={"extensions": extensions, "variables": variables})
+    assert unknown.status_code == 200
+    assert _error(unknown)["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"
+
+    # The query with its hash, once: it runs and is remembered; then the hash alone runs it.
+    for params in (
+        {"extensions": extensions, "variables": variables, "query": query},
+        {"extensions": extensions, "variables": variables, "operationName": "GetIris"},
+        {"extensions": extensions, "variables": variables},
+    ):
+        known = httpx.get(url, params=params, headers={"Accept": "*/*"})  # curl's Accept
+        assert _ok(known)["predict"]["iris"]["label"] == "setosa", params
+
+    wrong = httpx.get(url, params={"extensions": extensions, "query": "{ models { name } }"})
+    assert wrong.status_code == 400 and _error(wrong)["extensions"]["code"] == "BAD_REQUEST"
+
+
+def test_persisted_mutations_are_refused_over_get(tmp_path: Path) -> None:
+    server = start_server(
+        EXAMPLE_MODELS, tmp_path / "server.log", env={"GATEWAY_ADMIN_API": "true"}
+    )
+    try:
+        mutation = 'mutation Unload { unloadModel(name: "iris", version: 1) { name } }'
+        digest = hashlib.sha256(mutation.encode()).hexdigest()
+        extensions = json.dumps({"persistedQuery": {"version": 1, "sha256Hash": digest}})
+        url = f"{server.url}/graphql"
+        for params in ({"extensions": extensions, "query": mutation}, {"extensions": extensions}):
+            refused = httpx.get(url, params=params)  # registered by the first, refused by both
+            assert refused.status_code == 400, refused.text
+            error = _error(refused)
+            assert error["extensions"]["code"] == "BAD_REQUEST" and "GET" in error["message"]
+        models = _ok(server.graphql('{ model(name: "iris") { versions { version state } } }'))
+        assert {v["state"] for v in models["model"]["versions"]} == {"READY"}
     finally:
         stop_server(server)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import socket
 import threading
 import time
@@ -13,6 +14,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import strawberry
 import uvicorn
@@ -26,7 +28,14 @@ from strawberry.asgi import GraphQL
 from strawberry.extensions import SchemaExtension
 
 from gateway.graphiql import STATIC_DIR, ExampleTab, render_graphiql_page
-from tests.conftest import CHROMIUM_ARGS, LiveServer, chromium_executable
+from tests.conftest import (
+    CHROMIUM_ARGS,
+    EXAMPLE_MODELS,
+    LiveServer,
+    chromium_executable,
+    start_server,
+    stop_server,
+)
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 HELLO = ExampleTab(query="query Greeting {\n  hello\n}\n")
@@ -285,3 +294,52 @@ def test_graphiql_on_the_real_server_runs_the_example_models(example_server: Liv
             browser.close()
     assert errors == []
     assert hosts - {None} == {"127.0.0.1"}
+
+
+@pytest.mark.e2e
+def test_a_model_served_since_the_last_visit_gets_its_example_tab(tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    repository.mkdir()
+    shutil.copytree(EXAMPLE_MODELS / "iris", repository / "iris")
+    server = start_server(repository, tmp_path / "server.log", env={"GATEWAY_POLL_SECONDS": "0.5"})
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=chromium_executable(), args=CHROMIUM_ARGS
+            )
+            try:
+                page = browser.new_context().new_page()  # one browser profile: tabs are saved
+                page.goto(f"{server.url}/graphql")
+                editor = page.locator(".graphiql-query-editor")
+                expect(editor).to_contain_text("query PredictIris", timeout=15_000)
+                expect(page.get_by_role("tab")).to_have_count(3)  # PredictIris, Models, Infer
+                page.get_by_role("tab", name="Models").click()
+                editor.locator(".CodeMirror").click()
+                page.keyboard.press("Control+Home")
+                page.keyboard.type("# my edit\n")
+                expect(editor).to_contain_text("# my edit")
+
+                # A text model is published while the page is open.
+                shutil.copytree(EXAMPLE_MODELS / "dataset-topic", repository / "dataset-topic")
+                deadline = time.monotonic() + 30
+                while (
+                    "PredictDatasetTopic"
+                    not in httpx.get(f"{server.url}/graphql", headers={"Accept": "text/html"}).text
+                ):
+                    assert time.monotonic() < deadline, "the model was not loaded"
+                    time.sleep(0.2)
+
+                for _ in range(2):  # a second visit adds nothing more
+                    page.reload()
+                    expect(page.get_by_role("tab", name="PredictDatasetTopic")).to_have_count(1)
+                    names = page.get_by_role("tab").all_inner_texts()
+                    assert names == ["PredictIris", "Models", "Infer", "PredictDatasetTopic"]
+                page.get_by_role("tab", name="Models").click()
+                expect(editor).to_contain_text("# my edit")  # the saved tabs are kept
+                page.get_by_role("tab", name="PredictDatasetTopic").click()
+                page.locator(".graphiql-execute-button").click()
+                expect(page.locator(".graphiql-response")).to_contain_text('"label": "iris"')
+            finally:
+                browser.close()
+    finally:
+        stop_server(server)

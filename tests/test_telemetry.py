@@ -239,3 +239,38 @@ def test_json_logs_keep_values_orjson_refuses() -> None:
     finally:
         logging.getLogger().handlers[:] = []
         logging.getLogger().setLevel(logging.WARNING)
+
+
+def test_a_record_is_one_line_whatever_its_message_quotes() -> None:
+    forged = "A\n2026-01-01 00:00:00,000 ERROR   gateway.auth: admin key accepted\r\x1b[31m\u2028"
+    try:
+        stream = io.StringIO()
+        configure_logging("info", "human", stream=stream)
+        try:
+            raise ValueError(f"bad name {forged}")
+        except ValueError:
+            logging.getLogger("gateway.test").exception("operation %s", forged)
+        first, *rest = stream.getvalue().splitlines()
+        assert first.endswith(
+            "gateway.test: operation A\\n2026-01-01 00:00:00,000 ERROR   gateway.auth: "
+            "admin key accepted\\r\\x1b[31m\\u2028"
+        )
+        # The traceback follows, every line of it indented, the exception's message too.
+        assert rest and all(line.startswith("    ") for line in rest)
+        assert rest[-2:] == [
+            "    ValueError: bad name A",
+            "    2026-01-01 00:00:00,000 ERROR   gateway.auth: admin key accepted"
+            "\\r\\x1b[31m\\u2028",
+        ]
+
+        stream = io.StringIO()
+        configure_logging("info", "json", stream=stream)
+        logging.getLogger("uvicorn.error").info(
+            "Started %s", forged, extra={"color_message": "Started \x1b[36m%s\x1b[0m"}
+        )
+        (line,) = stream.getvalue().splitlines()
+        record = json.loads(line)
+        assert record["message"] == f"Started {forged}" and "color_message" not in record
+    finally:
+        logging.getLogger().handlers[:] = []
+        logging.getLogger().setLevel(logging.WARNING)

@@ -7,17 +7,19 @@ same errors and codes, same span, metrics and access line.
 
 Automatic persisted queries follow Apollo's protocol: a client sends
 ``extensions.persistedQuery = {"version": 1, "sha256Hash": ...}`` without the query; an unknown
-hash answers ``PERSISTED_QUERY_NOT_FOUND`` and the client resends with the query once.
+hash answers ``PERSISTED_QUERY_NOT_FOUND`` and the client resends with the query once. Over GET
+(``?extensions={"persistedQuery":...}``) the same, for queries only.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from graphql import ASTValidationRule, GraphQLError, parse, specified_rules, validate
 
 from gateway.api.context import GatewayContext
@@ -34,7 +36,7 @@ from gateway.api.plan import OperationPlan, Unsupported, compile_operation
 from gateway.api.schema import GatewaySchema
 from gateway.security import format_errors
 
-__all__ = ["FastPath", "FastResponse", "PersistedQueries"]
+__all__ = ["FastPath", "FastResponse", "PersistedQueries", "persisted_get"]
 
 
 @dataclass(slots=True)
@@ -64,6 +66,27 @@ class PersistedQueries:
         self._queries.move_to_end(digest)
         while len(self._queries) > self._capacity:
             self._queries.popitem(last=False)
+
+
+def persisted_get(params: Mapping[str, str]) -> dict[str, Any] | None:
+    """A GET request's parameters as a request body when they carry a persisted query (its
+    ``extensions`` and ``variables`` are JSON text); None otherwise, and for text that is not
+    JSON (the normal path answers those)."""
+    raw = params.get("extensions")
+    if not raw:
+        return None
+    try:
+        extensions = orjson.loads(raw)
+        variables = orjson.loads(params["variables"]) if params.get("variables") else None
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(extensions, dict) or "persistedQuery" not in extensions:
+        return None
+    payload: dict[str, Any] = {"extensions": extensions, "variables": variables}
+    for key in ("query", "operationName"):
+        if key in params:
+            payload[key] = params[key]
+    return payload
 
 
 def _error(message: str, code: str, status: int = 200) -> FastResponse:

@@ -19,9 +19,12 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.util.types import AttributeValue
+from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from gateway.api.context import GatewayContext, header_map
+from gateway.errors import GatewayError
 from gateway.observability import CODE_ATTRIBUTE, MODELS_ATTRIBUTE
 
 __all__ = ["OperationObserver", "OperationRecord", "outcome"]
@@ -138,6 +141,15 @@ def outcome(errors: Sequence[GraphQLError] | None) -> str:
     return str((errors[0].extensions or {}).get("code", "INTERNAL_SERVER_ERROR"))
 
 
+def _failure_code(exc: Exception) -> str:
+    """The code of an operation that ended in an exception instead of a result."""
+    if isinstance(exc, GatewayError):
+        return exc.code
+    if isinstance(exc, MissingQueryError | CannotGetOperationTypeError | InvalidOperationTypeError):
+        return "BAD_REQUEST"
+    return "INTERNAL_SERVER_ERROR"
+
+
 class OperationObserver(SchemaExtension):
     """Traces, measures and logs each operation (see the module docstring)."""
 
@@ -149,12 +161,19 @@ class OperationObserver(SchemaExtension):
             yield
             return
         self._record = OperationRecord(ctx)
+        failure: Exception | None = None
         try:
             yield
+        except Exception as exc:
+            # Raised through the operation: Strawberry's view answers the request without a
+            # result (an operation name the document lacks, a mutation over GET: HTTP 400).
+            failure = exc
+            raise
         finally:
             op_type, op_name = self._operation()
             errors = getattr(self.execution_context.result, "errors", None)
-            self._record.finish(op_type, op_name, self.execution_context.query, outcome(errors))
+            code = outcome(errors) if failure is None else _failure_code(failure)
+            self._record.finish(op_type, op_name, self.execution_context.query, code)
 
     def get_results(self) -> dict[str, Any]:
         return self._record.extensions() if self._record is not None else {}

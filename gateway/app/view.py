@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from cross_web import HTTPException
@@ -16,8 +17,9 @@ from strawberry.schema import BaseSchema
 
 from gateway.api import GatewayContext
 from gateway.api.context import header_map
-from gateway.api.fastpath import FastResponse
+from gateway.api.fastpath import FastResponse, persisted_get
 from gateway.api.limits import RowBudget
+from gateway.app.body import read_body
 from gateway.app.state import Gateway
 from gateway.errors import BadRequestError, RequestTimeoutError, UnauthenticatedError
 from gateway.examples import example_operations
@@ -56,29 +58,6 @@ def _unauthenticated(exc: UnauthenticatedError) -> Response:
     )
 
 
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None when it is larger than ``limit`` (read no further than that)."""
-    declared = header_map(request.scope).get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(limit: int) -> Response:
-    error = {
-        "message": f"the request body is larger than {limit} bytes (max_body_bytes)",
-        "extensions": {"code": BadRequestError.code},
-    }
-    # Connection: close, so the server stops there instead of reading the rest of the body.
-    return JSONResponse({"errors": [error]}, status_code=413, headers={"Connection": "close"})
-
-
 def _timed_out(seconds: float) -> Response:
     error = {
         "message": f"the request ran longer than {seconds:g} s (request_timeout_seconds); "
@@ -103,6 +82,15 @@ def _unsupported_media(request: Request) -> Response:
         "extensions": {"code": BadRequestError.code},
     }
     return JSONResponse({"errors": [error]}, status_code=415)
+
+
+def _query_string(payload: dict[str, Any]) -> bytes:
+    """A GraphQL-over-HTTP GET query string for a request body."""
+    params = {k: v for k, v in payload.items() if k in ("query", "operationName") and v}
+    for key in ("variables", "extensions"):
+        if payload.get(key):
+            params[key] = orjson.dumps(payload[key]).decode()
+    return urlencode(params).encode()
 
 
 def _replay(body: bytes) -> Receive:
@@ -183,28 +171,44 @@ class GraphQLView(GraphQL[GatewayContext, None]):
                     await _rate_limited(wait)(scope, receive, send)
                     return
         if scope["method"] == "POST":
-            limit = self._gateway.settings.max_body_bytes
-            body = await _read_body(request, limit)
-            if body is None:
-                await _too_large(limit)(scope, receive, send)
+            settings = self._gateway.settings
+            read = await read_body(
+                scope,
+                receive,
+                limit=settings.max_body_bytes,
+                drain=settings.max_drain_bytes,
+                timeout=settings.body_timeout_seconds,
+            )
+            if read is None:  # the client left
                 return
+            if isinstance(read, Response):
+                await read(scope, receive, send)
+                return
+            body = read
             if not _is_json(headers):  # GraphQL over HTTP: POST bodies are JSON
                 await _unsupported_media(request)(scope, receive, send)
                 return
-            try:
-                async with asyncio.timeout(self._gateway.settings.request_timeout_seconds):
-                    fast = await self._fast(request, body)
-            except TimeoutError:
-                await _timed_out(self._gateway.settings.request_timeout_seconds)(
-                    scope, receive, send
-                )
-                return
+            fast = await self._lean(request, body)
             if isinstance(fast, Response):
                 await fast(scope, receive, send)
                 return
             body = fast  # with a persisted query filled in
             # Strawberry reads the body again: replay it.
             request = Request(scope, receive=_replay(body))
+        elif (
+            scope["method"] == "GET"
+            and "gateway.principal" in scope
+            and (payload := persisted_get(request.query_params)) is not None
+        ):
+            # Apollo's persisted queries over GET: the hash in `extensions`, the query in
+            # `query` once (to register it), variables as JSON text.
+            fast = await self._lean(request, orjson.dumps(payload))
+            if isinstance(fast, Response):
+                await fast(scope, receive, send)
+                return
+            # Strawberry runs the query the hash stood for (over GET it refuses mutations).
+            scope = {**scope, "query_string": _query_string(orjson.loads(fast))}
+            request = Request(scope, receive=receive)
         try:
             async with asyncio.timeout(self._gateway.settings.request_timeout_seconds):
                 response: Response = await self.run(request)
@@ -215,6 +219,15 @@ class GraphQLView(GraphQL[GatewayContext, None]):
             error = {"message": exc.reason, "extensions": {"code": BadRequestError.code}}
             response = JSONResponse({"errors": [error]}, status_code=exc.status_code)
         await response(scope, receive, send)
+
+    async def _lean(self, request: Request, body: bytes) -> Response | bytes:
+        """``_fast`` within the request's time-out."""
+        seconds = self._gateway.settings.request_timeout_seconds
+        try:
+            async with asyncio.timeout(seconds):
+                return await self._fast(request, body)
+        except TimeoutError:
+            return _timed_out(seconds)
 
     async def _fast(self, request: Request, body: bytes) -> Response | bytes:
         """Answer from the lean path, or the body for Strawberry to take."""

@@ -2,14 +2,21 @@
 
 Every record emitted while a span is current carries ``trace_id`` and ``span_id``, so a log line
 leads to its trace and back. Fields passed with ``extra=`` become keys of the JSON object.
+
+A record is one line whatever it quotes: messages can carry what a client sent (an operation
+name), so a newline in them must not start what looks like another record. JSON escapes control
+characters; the human format writes them as escapes (``\\n``, ``\\x1b``), and indents the lines
+of a traceback, so that only a record's first line starts at the left margin.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
+from types import TracebackType
 from typing import Any, TextIO
 
 import orjson
@@ -17,8 +24,33 @@ from opentelemetry import trace
 
 __all__ = ["HumanFormatter", "JsonFormatter", "configure_logging"]
 
-# Attributes every LogRecord has; anything else on a record came from `extra=`.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# Attributes every LogRecord has; anything else on a record came from `extra=`. uvicorn adds
+# `color_message`, its message with ANSI colour codes for its own terminal formatter: not ours.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "color_message",
+}
+
+# C0 and C1 control characters, DEL, and the Unicode line and paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(text: str) -> str:
+    """``text`` on one line, its control characters written as Python escapes."""
+    return _CONTROL.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match[0]
+    code = ord(char)
+    return _ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def _indented(text: str) -> str:
+    """A traceback's lines, escaped and indented (none can pass for a record of its own)."""
+    return "\n".join(f"    {_escape(line)}" for line in text.split("\n"))
 
 
 def _trace_ids() -> tuple[str, str] | None:
@@ -56,16 +88,35 @@ class JsonFormatter(logging.Formatter):
         # orjson: one line per request on the hot path, several times faster than json, which
         # stays the fallback for what orjson refuses (e.g. integers beyond 64 bits).
         try:
-            return orjson.dumps(entry, default=str).decode()
+            text = orjson.dumps(entry, default=str).decode()
         except TypeError:
-            return json.dumps(entry, default=str, ensure_ascii=False)
+            text = json.dumps(entry, default=str, ensure_ascii=False)
+        # Both escape control characters, not the Unicode line separators, which some readers
+        # (Python's splitlines, editors) take for line ends. They can only be inside strings.
+        if "\u2028" in text or "\u2029" in text:
+            text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+        return text
 
 
 class HumanFormatter(logging.Formatter):
-    """``time level logger: message [trace=...]`` for a terminal."""
+    """``time level logger: message [trace=...]`` for a terminal, one line per record (and the
+    indented lines of its traceback)."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return _escape(super().formatMessage(record))
+
+    def formatException(
+        self,
+        ei: tuple[type[BaseException], BaseException, TracebackType | None]
+        | tuple[None, None, None],
+    ) -> str:
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _indented(super().formatStack(stack_info))
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)

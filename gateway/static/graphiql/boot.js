@@ -64,7 +64,56 @@
     }
   }
 
+  // The name of a document's first operation: GraphiQL's title for its tab.
+  function operationName(query) {
+    try {
+      const operation = GraphiQL.GraphQL.parse(query).definitions.find(
+        (definition) => definition.kind === "OperationDefinition",
+      );
+      return (operation && operation.name && operation.name.value) || null;
+    } catch (error) {
+      return null;
+    }
+  }
+
+  // GraphiQL restores the tabs of an earlier visit and then ignores defaultTabs: the example of
+  // a model served since (or by another gateway on this origin) would never show. Examples this
+  // browser has not been offered yet are added after the saved tabs; the saved ones, edits
+  // included, stay as they are, and an example the user closed does not come back.
+  const TAB_STATE = "graphiql:tabState";
+  const OFFERED = "gateway:offeredExamples";
+  function addNewExamples(examples) {
+    try {
+      const titles = examples.map((tab) => operationName(tab.query) || "<untitled>");
+      const saved = JSON.parse(localStorage.getItem(TAB_STATE) || "null");
+      if (saved && Array.isArray(saved.tabs)) {
+        const offered = JSON.parse(localStorage.getItem(OFFERED) || "null");
+        const known = new Set(Array.isArray(offered) ? offered : saved.tabs.map((t) => t.title));
+        examples.forEach((tab, index) => {
+          if (known.has(titles[index])) return;
+          saved.tabs.push({
+            id: Math.random().toString(36).slice(2),
+            hash: null,
+            title: titles[index],
+            query: tab.query,
+            variables: tab.variables || null,
+            headers: null,
+            operationName: null,
+            response: null,
+          });
+        });
+        localStorage.setItem(TAB_STATE, JSON.stringify(saved));
+      }
+      const previously = JSON.parse(localStorage.getItem(OFFERED) || "[]");
+      const all = new Set([...(Array.isArray(previously) ? previously : []), ...titles]);
+      localStorage.setItem(OFFERED, JSON.stringify([...all]));
+    } catch (error) {
+      // No storage (a private window): GraphiQL starts from the examples every time anyway.
+    }
+  }
+
   const tabs = config.tabs.length > 0 ? config.tabs : undefined;
+  if (tabs) addNewExamples(tabs);
   const plugins = window.GraphiQLPluginExplorer
     ? [window.GraphiQLPluginExplorer.explorerPlugin()]
     : [];

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from gateway.convert import (
@@ -32,6 +33,7 @@ from gateway.convert import (
     read_sample,
     write_atomically,
 )
+from gateway.convert_check import first_line
 from gateway.errors import ConfigError
 from gateway.progress import Progress
 
@@ -86,17 +88,15 @@ def optimize_version(
         ParityError: the result differs from the source beyond ``tolerance``.
     """
     if not graph and int8 is None and not fp16:
-        raise ConfigError("optimize: ask for --graph and/or one of --int8 dynamic|static, --fp16")
+        raise ConfigError("ask for --graph and/or one of --int8 dynamic|static, --fp16")
     if int8 not in (None, "dynamic", "static"):
         raise ConfigError(f"--int8: expected dynamic or static, got {int8!r}")
     if int8 is not None and fp16:
         raise ConfigError("--int8 and --fp16: choose one precision")
     progress = progress or Progress()
     model_dir = repository / name
-    source_version = version if version is not None else next_version(model_dir) - 1
-    source = repository / name / str(source_version) / "model.onnx"
-    if not source.is_file():
-        raise ConfigError(f"no version {source_version} of model {name!r} in {repository}")
+    source_version = _source_version(repository, name, version)
+    source = model_dir / str(source_version) / "model.onnx"
     with progress.step(f"reading the sample {sample_path.name}"):
         sample = read_sample(sample_path)
     with tempfile.TemporaryDirectory() as scratch:
@@ -106,10 +106,12 @@ def optimize_version(
         if int8 is not None:
             with progress.step(f"int8 {int8} quantisation"):
                 current = _quantize(current, Path(scratch) / "int8.onnx", int8, sample)
+                _changed(source, current, f"--int8 {int8}", _INT8, "can be quantised")
             steps.append(f"int8 {int8} quantisation")
         if fp16:
             with progress.step("fp16 conversion"):
                 current = _half(current, Path(scratch) / "fp16.onnx")
+                _changed(source, current, "--fp16", _FP16, "has an fp16 kernel")
             steps.append("fp16 conversion")
         if graph:
             with progress.step("graph optimisation"):
@@ -118,7 +120,7 @@ def optimize_version(
         before, after = _session(source), _session(current)
         feeds = feeds_for(before, sample)
         with progress.step(f"checking parity on {sample.rows} rows"):
-            parity = _parity(before.run(None, feeds), after.run(None, feeds), before, tolerance)
+            parity = _parity(_run(before, feeds), _run(after, feeds), before, tolerance)
         with progress.step("measuring rows/s, before and after"):
             speed = (_rows_per_second(before, feeds), _rows_per_second(after, feeds))
         target_version = next_version(model_dir)
@@ -134,6 +136,65 @@ def optimize_version(
         speed,
         parity,
     )
+
+
+#: Initializer types that show a step did something: int8 weights, fp16 weights.
+_INT8 = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+_FP16 = (onnx.TensorProto.FLOAT16,)
+
+
+def _source_version(repository: Path, name: str, version: int | None) -> int:
+    """The version to optimise: ``version``, or the highest.
+
+    Raises:
+        ConfigError: no such model, or no such version of it.
+    """
+    model_dir = repository / name
+    versions = sorted(
+        int(p.parent.name) for p in model_dir.glob("*/model.onnx") if p.parent.name.isdigit()
+    )
+    if not versions:
+        if (repository / f"{name}.onnx").is_file():
+            raise ConfigError(
+                f"model {name!r} is the single file {repository / name}.onnx: optimize works on "
+                f"versions, move it to {model_dir}/1/model.onnx first"
+            )
+        what = "has no versions" if model_dir.is_dir() else "does not exist"
+        raise ConfigError(f"model {name!r} {what} in {repository}")
+    if version is None:
+        return versions[-1]
+    if version not in versions:
+        listed = ", ".join(str(v) for v in versions)
+        raise ConfigError(f"model {name!r} has no version {version} (its versions: {listed})")
+    return version
+
+
+def _changed(source: Path, result: Path, step: str, kinds: tuple[int, ...], able: str) -> None:
+    """Refuse a precision step that left every weight as it was (the model's operators have no
+    such kernel): the result would be the source, bigger.
+
+    Raises:
+        ConfigError: naming the model's operators.
+    """
+
+    def count(model: onnx.ModelProto) -> int:
+        return sum(t.data_type in kinds for t in model.graph.initializer)
+
+    original = onnx.load(str(source))
+    if count(onnx.load(str(result))) > count(original):
+        return
+    operators = ", ".join(sorted({n.op_type for n in original.graph.node}))
+    raise ConfigError(
+        f"{step}: none of this model's weights changed (none of its operators, {operators}, "
+        f"{able}); nothing written"
+    )
+
+
+def _run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[Any]:
+    try:
+        return list(session.run(None, feeds))
+    except Exception as exc:  # ONNX Runtime's refusal of the sample (a type, a value)
+        raise ConfigError(f"ONNX Runtime cannot run the sample: {first_line(exc)}") from exc
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -152,7 +213,6 @@ def _graph(source: Path, target: Path) -> Path:
 
 
 def _half(source: Path, target: Path) -> Path:
-    import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     # keep_io_types: clients keep sending and receiving float32; the default block list keeps

@@ -37,6 +37,8 @@ import numpy as np
 import onnx
 
 from gateway.convert import Conversion, Sample, Source, read_sample, write_version
+from gateway.convert_check import first_line
+from gateway.convert_write import check_name, require_file
 from gateway.errors import ConfigError
 from gateway.progress import Progress
 
@@ -76,6 +78,10 @@ def convert_torch(
         raise ConfigError("give a TorchScript file or a module:factory, not both")
     if classifier not in (None, *CLASSIFIER_SCORES):
         raise ConfigError(f"classifier: expected logits or probabilities, got {classifier!r}")
+    check_name(name)
+    for path, flag in ((torchscript, "--torchscript"), (weights, "--weights")):
+        if path is not None:
+            require_file(path, flag)
     progress = progress or Progress()
     with progress.step(f"reading the sample {sample_path.name}"):
         sample = read_sample(sample_path)
@@ -83,7 +89,7 @@ def convert_torch(
         if torchscript is not None:
             with warnings.catch_warnings():  # PyTorch deprecates TorchScript; files remain
                 warnings.simplefilter("ignore", DeprecationWarning)
-                module = torch.jit.load(str(torchscript), map_location="cpu")  # type: ignore[no-untyped-call]
+                module = _torchscript(torchscript)
             what = f"TorchScript {torchscript.name}"
         else:
             module = _from_factory(str(factory), weights)
@@ -125,6 +131,17 @@ def convert_torch(
     return write_version(
         source, sample, repository, name, tolerance, description, labels=labels, progress=progress
     )
+
+
+def _torchscript(path: Path) -> Any:
+    import torch
+
+    try:
+        return torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+    except (RuntimeError, ValueError) as exc:  # not a TorchScript archive
+        raise ConfigError(
+            f"--torchscript {path}: not a TorchScript file (torch.jit.save): {first_line(exc)}"
+        ) from exc
 
 
 def _from_factory(spec: str, weights: Path | None) -> Any:

@@ -4,8 +4,12 @@ traffic; a version that answers otherwise is FAILED (and the previous load keeps
 ```toml
 [[samples]]
 input = { sepal_length = 5.1, sepal_width = 3.5, petal_length = 1.4, petal_width = 0.2 }
-expect = { label = "setosa" }      # prediction fields; floats within 1e-4 (relative)
+expect = { label = "setosa" }      # prediction fields; numbers within a tolerance
 ```
+
+Numbers match within ``REL_TOLERANCE`` of the expected value, or ``ABS_TOLERANCE`` near zero (a
+regression's float32 answer differs from the float64 original's in the last digits). A list of
+numbers (an output of several values per row) matches element by element.
 
 Inputs are named like ``[example]`` (feature or GraphQL field names); the expected values use
 the prediction type's GraphQL field names (``label``, an output's field...).
@@ -24,7 +28,10 @@ from gateway.repository import ModelConfig
 from gateway.signature import Signature
 from gateway.typed import TypedModel, build_typed_model
 
-__all__ = ["check_samples"]
+__all__ = ["ABS_TOLERANCE", "REL_TOLERANCE", "check_samples", "matches"]
+
+REL_TOLERANCE = 1e-4
+ABS_TOLERANCE = 1e-5
 
 Run = Callable[[Mapping[str, np.ndarray], tuple[str, ...]], Mapping[str, np.ndarray]]
 
@@ -55,7 +62,7 @@ def check_samples(model: str, signature: Signature, config: ModelConfig, run: Ru
                     f"sample {number}: no prediction field {name!r}; fields: {known}"
                 )
             got = _plain(predicted[name])
-            if not _same(got, expected):
+            if not matches(got, expected):
                 raise ModelLoadError(
                     f"sample {number}: expected {name} = {expected!r}, the model answered "
                     f"{got!r}; not loaded"
@@ -81,17 +88,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _same(got: Any, expected: Any) -> bool:
+def matches(got: Any, expected: Any) -> bool:
+    """Whether a prediction value matches an expected one (numbers within the tolerances)."""
     if isinstance(expected, float) or (isinstance(got, float) and isinstance(expected, int)):
-        return isinstance(got, int | float) and math.isclose(got, expected, rel_tol=1e-4)
+        return isinstance(got, int | float) and math.isclose(
+            got, expected, rel_tol=REL_TOLERANCE, abs_tol=ABS_TOLERANCE
+        )
     if isinstance(expected, list):
         return (
             isinstance(got, list)
             and len(got) == len(expected)
-            and all(_same(g, e) for g, e in zip(got, expected, strict=True))
+            and all(matches(g, e) for g, e in zip(got, expected, strict=True))
         )
     if isinstance(expected, dict):
         return isinstance(got, dict) and all(
-            k in got and _same(got[k], v) for k, v in expected.items()
+            k in got and matches(got[k], v) for k, v in expected.items()
         )
     return bool(got == expected)

@@ -10,6 +10,9 @@ samples, provenance and baseline statistics, a load as the server would):
 - digits 1: logistic regression behind a Reshape: image input [N, 1, 8, 8], no ZipMap.
 - dataset-topic 1: TF-IDF + logistic regression; string input [N, 1], string labels, ZipMap.
 
+The text model's StringNormalizer runs in the "C" locale (gateway convert sets it for every text
+vectoriser), so it loads where no en_US.UTF-8 locale is installed.
+
 Reproducible: random states and graph names are fixed, so runs with the same toolchain write
 byte-identical files (tests/test_example_models.py checks it). A version whose ONNX Runtime
 answers disagree with scikit-learn's on its test split fails the build.
@@ -52,9 +55,6 @@ DEFAULT_OUT = Path(__file__).resolve().parent
 RANDOM_STATE = 0
 # Recorded in each model's metadata: other versions may train or convert slightly differently.
 TOOLCHAIN = ("numpy", "onnx", "scikit-learn", "scipy", "skl2onnx")
-# "C" is the one locale every C++ runtime has. skl2onnx leaves StringNormalizer's locale unset and
-# onnxruntime then asks for en_US.UTF-8, which fails where that locale is not installed.
-STRING_NORMALIZER_LOCALE = "C"
 # ONNX's Tokenizer is ASCII-only; give scikit-learn the same pattern so both tokenize alike.
 TOKEN_PATTERN = r"[a-zA-Z0-9_]{2,}"
 # OpenBLAS picks its kernels by CPU (AVX2, AVX-512...), and their rounding differs: enough for
@@ -120,7 +120,6 @@ def _fit(
     ``sample`` is ``data`` as the ONNX model takes it, by column or input name.
     """
     estimator.fit(split.x_train, split.y_train)
-    options: dict[Any, Any] = {TfidfVectorizer: {"locale": STRING_NORMALIZER_LOCALE}}
     table = Sample(sample)
     source = sklearn_source(
         estimator,
@@ -129,7 +128,6 @@ def _fit(
         # An explicit name: skl2onnx would otherwise name the graph with a random uuid.
         name=name,
         initial_types=[(input_name, input_type)],
-        options=options,
         zipmap=zipmap,
     )
     return Version(source, table)

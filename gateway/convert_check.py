@@ -26,11 +26,17 @@ __all__ = [
     "check_batch",
     "dense",
     "first_line",
+    "MIN_LABEL_AGREEMENT",
     "match_outputs",
     "parity",
     "run_model",
     "with_free_batch",
 ]
+
+
+#: The share of sample rows on which the converted model must predict the original's class.
+#: Not 1: where two classes' probabilities tie within float32 rounding, either may win.
+MIN_LABEL_AGREEMENT = 0.99
 
 
 class ParityError(GatewayError):
@@ -174,23 +180,34 @@ def match_outputs(original: dict[str, np.ndarray], converted: dict[str, Any]) ->
 
 
 def parity(
-    original: dict[str, np.ndarray], converted: dict[str, Any], tolerance: float
+    original: dict[str, np.ndarray],
+    converted: dict[str, Any],
+    tolerance: float,
+    *,
+    labels: list[str] | None = None,
 ) -> dict[str, Any]:
     """Compare each output of the original with the converted model's of the same name:
-    labels by agreement, probabilities by absolute error, other numbers by absolute and
+    labels by agreement (by class name: ``labels`` names classes by index, which converters
+    answer for boolean classes), probabilities by absolute error, other numbers by absolute and
     relative error (the tolerance scaled by the largest value when that is above 1). NaN
     matches NaN only.
 
     Raises:
-        ParityError: beyond ``tolerance``.
+        ParityError: beyond ``tolerance``, or labels agreeing on fewer than
+            ``MIN_LABEL_AGREEMENT`` of the rows.
     """
     report: dict[str, Any] = {"tolerance": tolerance}
     problems = []
     for key, name in match_outputs(original, converted).items():
         want, got = original[key], dense(converted[name])
         if key == "label" and ("probabilities" in original or want.dtype.kind not in "fc"):
-            agree = want.astype(str).reshape(-1) == got.astype(str).reshape(-1)
-            report["label_agreement"] = float(np.mean(agree))
+            agree = _class_names(want, labels) == _class_names(got, labels)
+            report["label_agreement"] = float(np.mean(agree)) if agree.size else 1.0
+            if report["label_agreement"] < MIN_LABEL_AGREEMENT:
+                problems.append(
+                    f"the predicted class agrees on {report['label_agreement']:.1%} of the "
+                    f"sample rows (at least {MIN_LABEL_AGREEMENT:.0%} expected)"
+                )
             continue
         error = _error(want.astype(np.float64), got.astype(np.float64).reshape(want.shape))
         prefix = "" if key == "label" else f"{key}_"
@@ -217,6 +234,19 @@ def parity(
             "the converted model does not answer like the original: " + "; ".join(problems)
         )
     return report
+
+
+def _class_names(values: np.ndarray, labels: list[str] | None) -> np.ndarray:
+    """Predicted classes as names: a value that is a class name stays; a class index (as
+    converters answer for boolean classes) becomes the name ``labels`` gives it."""
+    names = set(labels or ())
+    out = []
+    for value in np.asarray(values).reshape(-1).tolist():
+        text = str(value)
+        if text not in names and labels and isinstance(value, int) and 0 <= value < len(labels):
+            text = labels[value]
+        out.append(text)
+    return np.asarray(out, dtype=object)
 
 
 def _error(want: np.ndarray, got: np.ndarray) -> np.ndarray:

@@ -156,7 +156,7 @@ def write_version(
     sample = source.sample_of(sample)
     with progress.step(f"checking batching and parity on {sample.rows} rows"):
         model, converted = _batched(source.onnx_model, sample)
-        report = parity(source.original, converted, tolerance)
+        report = parity(source.original, converted, tolerance, labels=source.labels)
         matched = match_outputs(source.original, converted)
         # ZipMap's lists of {class: probability} as [N, C] arrays, as the typed view reads them.
         dense_outputs = {k: dense(v) for k, v in converted.items()}

@@ -62,7 +62,6 @@ TOKEN_PATTERN = r"[a-zA-Z0-9_]{2,}"
 # x86-64 machine (AVX2 ones, that is any from the last decade) makes the build reproducible
 # across them.
 OPENBLAS_KERNELS = {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_NUM_THREADS": "1"}
-MIN_LABEL_AGREEMENT = 0.99
 PROBABILITY_ATOL = 1e-4
 REGRESSION_RTOL = 1e-5  # of the largest prediction; float32 sums over 100 trees
 TOPICS = ("breast_cancer", "diabetes", "digits", "iris", "wine")
@@ -301,9 +300,8 @@ def _write(entry: Entry, out: Path) -> list[str]:
             labels=list(entry.labels) or None,
             metadata={"source": "models/build.py", "toolchain": toolchain},
         )
+        # write_version refuses a version whose labels agree on too few rows (ParityError).
         agreement = done.parity.get("label_agreement")
-        if agreement is not None and agreement < MIN_LABEL_AGREEMENT:
-            raise RuntimeError(f"{done.path}: label agreement {agreement} with scikit-learn")
         difference = done.parity.get(
             "probabilities_max_abs_error", done.parity.get("max_abs_error")
         )

@@ -332,3 +332,35 @@ def test_every_estimator_that_converts_on_an_array_converts_on_a_mixed_table(
     on_array = _fit_and_convert(model, plain, array, target, tmp_path)
     # skl2onnx's own limits (no converter for a step, an operator ONNX Runtime lacks) fail both.
     assert on_array != "ok", f"converts on an array but not on a table: {on_table}"
+
+
+def test_boolean_classes_are_compared_and_served_by_name(tmp_path: Path) -> None:
+    # skl2onnx answers class indices (0, 1) for classes False and True: compared by index the
+    # labels agreed on no row, and a wrong model would have passed just as well.
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    model.fit(FRAME, TARGET == 1)
+    FRAME.iloc[::10].to_csv(tmp_path / "sample.csv", index=False)
+    repo = tmp_path / "repo"
+    report = _sklearn(model, tmp_path / "sample.csv", repo, "benign", tmp_path)
+    assert report["parity"]["label_agreement"] == 1.0
+    assert _card(repo, "benign")["labels"] == ["False", "True"]
+    gw = load_gateway(repo)
+    try:
+        row = {_camel(c): float(v) for c, v in FRAME.iloc[0].items()}
+        answer = gw.execute(
+            "query($r: BenignInput!) { predict { benign(input: $r) { label } } }", {"r": row}
+        )
+        assert answer["data"]["predict"]["benign"]["label"] == str(model.predict(FRAME[:1])[0])
+    finally:
+        gw.runtime.close()
+
+
+def test_a_model_predicting_other_classes_fails_parity() -> None:
+    from gateway.convert_check import ParityError, parity
+
+    probabilities = np.tile([[0.9, 0.1]], (10, 1)).astype(np.float32)
+    original = {"label": np.zeros(10, dtype=np.int64), "probabilities": probabilities}
+    converted = {"label": np.ones(10, dtype=np.int64), "probabilities": probabilities}
+    with pytest.raises(ParityError, match=r"agrees on 0\.0% of the sample rows"):
+        parity(original, converted, 1e-4, labels=["a", "b"])
+    assert parity(original, dict(original), 1e-4)["label_agreement"] == 1.0

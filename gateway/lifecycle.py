@@ -40,13 +40,17 @@ logger = logging.getLogger(__name__)
 
 Stamp = tuple[int, int, int]
 _EVENTS_KEPT = 256
+#: Events that say something went wrong: logged as warnings.
+_WARNINGS = frozenset({ModelState.FAILED.value, "RELOAD_FAILED"})
+_UNSEEN = (-1, -1, -1)  # a stamp no file has: "not looked at yet"
 
 
 @dataclass(frozen=True, slots=True)
 class ModelEvent:
-    """Something that happened to a model version: LOADING, READY, FAILED, UNLOADED, or a
-    change of the default version, traffic split or shadow (DEFAULT_CHANGED, TRAFFIC_CHANGED,
-    SHADOW_CHANGED)."""
+    """Something that happened to a model version: LOADING, READY, FAILED (a version that
+    does not serve), RELOAD_FAILED (a changed file or model.toml did not load; the previous
+    load still serves), UNLOADED, or a change of the default version, traffic split or shadow
+    (DEFAULT_CHANGED, TRAFFIC_CHANGED, SHADOW_CHANGED)."""
 
     model: str
     version: int | None
@@ -142,8 +146,8 @@ class Lifecycle:
     def emit(self, event: ModelEvent) -> None:
         """Record ``event`` (and tell the listener)."""
         self.events.append(event)
-        self.generation += 1
-        logger.info(
+        logger.log(
+            logging.WARNING if event.kind in _WARNINGS else logging.INFO,
             "model %s version %s %s%s",
             event.model,
             event.version if event.version is not None else "-",
@@ -157,6 +161,12 @@ class Lifecycle:
             if queue.full():  # a listener that does not keep up loses the oldest
                 queue.get_nowait()
             queue.put_nowait(event)
+        self._touch()
+
+    def _touch(self) -> None:
+        """What is served changed: bump the generation and let the app follow (soon, once
+        per burst of changes)."""
+        self.generation += 1
         if self.on_change is not None and not self._change_pending:
             self._change_pending = True
             asyncio.get_running_loop().call_soon(self._changed)
@@ -273,6 +283,10 @@ class Lifecycle:
         was_ready = mv.state is ModelState.READY
         mv.state = ModelState.UNAVAILABLE
         mv.reason = reason
+        # The default version may have changed, and with it the signature the typed schema
+        # follows: rebuild it now, not once the version is released (after the grace period
+        # and the drain), or the typed fields keep the old one meanwhile.
+        self._touch()
         task = asyncio.get_running_loop().create_task(self._release(mv, was_ready, then))
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)

@@ -160,10 +160,16 @@ class ModelRuntime:
                     mv.reason = "the server is shutting down"
 
     def resolve(
-        self, name: str, version: int | None = None, *, caller: str | None = None
+        self,
+        name: str,
+        version: int | None = None,
+        *,
+        caller: str | None = None,
+        accept: Callable[[ModelVersion], bool] | None = None,
     ) -> ModelVersion:
         """The version that serves a request for ``name`` (and ``version``, if given; else
-        the model's canary split, sticky per ``caller``, or its default).
+        the model's canary split, sticky per ``caller``, or its default; with ``accept``, only
+        among the versions it accepts, when there are any).
 
         Raises:
             ModelNotFoundError: no such model, or no such version of it.
@@ -174,7 +180,9 @@ class ModelRuntime:
             known = ", ".join(sorted(self.entries)) or "none"
             raise ModelNotFoundError(f"no model named {name!r}; models served: {known}")
         if version is None:
-            version = entry.pick(caller)
+            version = None if accept is None else entry.pick(caller, accept=accept)
+            if version is None:
+                version = entry.pick(caller)
             if version is None:
                 states = ", ".join(
                     f"{v}: {mv.state.value}" for v, mv in sorted(entry.versions.items())

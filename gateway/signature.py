@@ -51,12 +51,17 @@ class IOSpec:
 
 @dataclass(frozen=True, slots=True)
 class Signature:
-    """A model's inputs and outputs, and its class labels when the graph declares them."""
+    """A model's inputs and outputs, and its class labels when the graph declares them.
+
+    Two signatures are equal when a caller sees no difference: the same inputs and outputs
+    (names, types, shapes) and class labels. The opset is not part of it: converters pick it
+    per estimator, and two versions that differ only there serve the same typed field.
+    """
 
     inputs: tuple[IOSpec, ...]
     outputs: tuple[IOSpec, ...]
     class_labels: tuple[str | int, ...] | None = None
-    opset: int = 0
+    opset: int = field(default=0, compare=False)
 
     #: Inputs and outputs by name: outputs are looked up for every request.
     _inputs_by_name: dict[str, IOSpec] = field(init=False, repr=False, compare=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import random
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,14 +85,33 @@ class ModelEntry:
         ready = [v for v, mv in self.versions.items() if mv.state is ModelState.READY]
         return max(ready) if ready else None
 
-    def pick(self, caller: str | None = None) -> int | None:
+    def pick(
+        self,
+        caller: str | None = None,
+        *,
+        accept: Callable[[ModelVersion], bool] | None = None,
+    ) -> int | None:
         """The version for a request that names none: by the canary split when one is set
-        (sticky per ``caller`` when given), else the default."""
-        if not self.split:  # no canary: the common case, on every request
+        (sticky per ``caller`` when given), else the default.
+
+        With ``accept``, only versions it accepts are picked (the split among them, else the
+        default, else the highest READY one); None when it accepts none.
+        """
+        if not self.split and accept is None:  # no canary: the common case, on every request
             return self.default_version
-        shares = [(v, w) for v, w in self.split if w > 0 and self.ready(v)]
+        shares = [
+            (v, w)
+            for v, w in self.split
+            if w > 0 and self.ready(v) and (accept is None or accept(self.versions[v]))
+        ]
         if not shares:
-            return self.default_version
+            default = self.default_version
+            if accept is None or (default is not None and accept(self.versions[default])):
+                return default
+            accepted = [
+                v for v, mv in self.versions.items() if mv.state is ModelState.READY and accept(mv)
+            ]
+            return max(accepted, default=None)
         total = sum(w for _, w in shares)
         if caller is None:
             point = random.random() * total

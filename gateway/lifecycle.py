@@ -239,8 +239,10 @@ class Lifecycle:
         await loop.run_in_executor(self._loader, self._runtime.load_version, spec, fresh)
         if fresh.state is ModelState.READY:
             self._failed.pop((spec.name, version), None)
+            entry.spec = spec  # the model's configuration is that of its latest good load
             entry.versions[version] = fresh  # the swap: new requests get the new load
-            self.emit(ModelEvent(spec.name, version, ModelState.READY.value))
+            note = f"warm-up skipped: {fresh.warmup_skipped}" if fresh.warmup_skipped else None
+            self.emit(ModelEvent(spec.name, version, ModelState.READY.value, note))
             if current is not None and current.state is not ModelState.UNAVAILABLE:
                 self._release_later(current, "replaced by a new load of this version")
             return

@@ -15,7 +15,7 @@ from gateway.repository import ModelSpec
 from gateway.shadow import Shadow
 from gateway.signature import Signature
 
-__all__ = ["ModelEntry", "ModelState", "ModelVersion"]
+__all__ = ["ModelEntry", "ModelState", "ModelVersion", "Warmup"]
 
 
 class ModelState(enum.Enum):
@@ -25,6 +25,20 @@ class ModelState(enum.Enum):
     READY = "READY"
     UNAVAILABLE = "UNAVAILABLE"
     FAILED = "FAILED"
+
+
+class Warmup(enum.Enum):
+    """How a loaded version was warmed up before it took traffic."""
+
+    #: One run on a synthetic row (zeros, empty strings, dynamic dimensions 1).
+    SYNTHETIC = "SYNTHETIC"
+    #: model.toml's ``[[samples]]`` were run (and checked) instead.
+    SAMPLES = "SAMPLES"
+    #: The model rejected the synthetic row (its inputs are parameters: a shape, split sizes,
+    #: indices...): not a load failure, the version serves without a warm-up.
+    SKIPPED = "SKIPPED"
+    #: The ``warmup`` setting is off (and model.toml has no samples).
+    OFF = "OFF"
 
 
 @dataclass(slots=True)
@@ -49,6 +63,21 @@ class ModelVersion:
     stamp: tuple[int, int, int] | None = None
     #: Why the last attempt to load a changed file failed while this load kept serving.
     load_error: str | None = None
+    #: How the load was warmed up (None until it is loaded).
+    warmup: Warmup | None = None
+    #: Why the synthetic warm-up was skipped (with ``Warmup.SKIPPED``).
+    warmup_skipped: str | None = None
+
+    def describe(self) -> str:
+        """The outcome of its load in one line, as the log and ``gateway check`` say it."""
+        what = f"model {self.model} version {self.version} {self.state.value}"
+        if self.state is ModelState.FAILED:
+            return f"{what}: {self.reason}"
+        if self.load_seconds is not None:
+            what += f" in {self.load_seconds * 1000:.1f} ms"
+        if self.warmup is Warmup.SKIPPED:
+            what += f" (warm-up skipped: {self.warmup_skipped})"
+        return what
 
 
 @dataclass(slots=True)

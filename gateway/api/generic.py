@@ -15,7 +15,7 @@ from gateway.errors import InvalidInputError
 from gateway.observability import MODEL_ATTRIBUTE, VERSION_ATTRIBUTE
 from gateway.signature import IOSpec
 from gateway.tensors import DataType, datatype_of, decode_tensor, encode_b64, encode_data
-from gateway.versions import ModelEntry, ModelState, ModelVersion
+from gateway.versions import ModelEntry, ModelState, ModelVersion, Warmup
 
 __all__ = [
     "InferResult",
@@ -35,6 +35,14 @@ __all__ = [
 DataTypeEnum = strawberry.enum(DataType, name="DataType", description="Tensor element type.")
 ModelStateEnum = strawberry.enum(
     ModelState, name="ModelState", description="Where a model version is in its life."
+)
+WarmupEnum = strawberry.enum(
+    Warmup,
+    name="Warmup",
+    description="How a version was warmed up before it took traffic: SYNTHETIC (one run on "
+    "zeros and empty strings), SAMPLES (model.toml's [[samples]], checked), SKIPPED (the model "
+    "rejected the synthetic input, e.g. an input that is a shape or indices: it serves "
+    "unwarmed; warmupSkipped says why), OFF (the warmup setting is off, and no samples).",
 )
 
 
@@ -104,7 +112,15 @@ class ModelVersionInfo:
         description="Milliseconds to load and warm up the version."
     )
     load_error: str | None = strawberry.field(
-        description="Why the last load of changed files failed while this load kept serving."
+        description="Why the last load of changed files (the model file or model.toml) failed "
+        "while this load kept serving."
+    )
+    warmup: Warmup | None = strawberry.field(
+        description="How this load was warmed up (null until it is loaded)."
+    )
+    warmup_skipped: str | None = strawberry.field(
+        description="Why the synthetic warm-up was skipped (warmup SKIPPED): what the model "
+        "said of the synthetic input."
     )
 
 
@@ -185,6 +201,8 @@ def _version_info(mv: ModelVersion) -> ModelVersionInfo:
         state_reason=mv.reason,
         load_time_ms=None if mv.load_seconds is None else mv.load_seconds * 1000.0,
         load_error=mv.load_error,
+        warmup=mv.warmup,
+        warmup_skipped=mv.warmup_skipped,
     )
 
 

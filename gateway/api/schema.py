@@ -46,6 +46,8 @@ RESERVED_TYPE_NAMES = frozenset(
         "VersionWeight",
         "VersionWeightInput",
         "ShadowInfo",
+        "ShadowComparison",
+        "Warmup",
         "DateTime",
         "String",
         "Int",

@@ -259,7 +259,7 @@ class ModelRuntime:
             logger.debug("shadow run of %s failed: %s", entry.name, exc)
             return
         seconds = time.perf_counter() - started
-        agreed = outputs_agree(served, answer)
+        agreed = outputs_agree(served, answer, label_output=shadow.label_output)
         shadow.record(agreed=agreed, seconds=seconds)
         outcome = "agreed" if agreed else "disagreed"
         self.observer.instruments.shadow_requests.add(1, {**labels, "gateway.outcome": outcome})

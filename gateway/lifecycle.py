@@ -250,8 +250,9 @@ class Lifecycle:
         reason = fresh.reason or "load failed"
         if current is not None and current.state is ModelState.READY:
             current.load_error = f"a new load failed ({reason}); the previous load still serves"
-        else:
-            entry.versions[version] = fresh
+            self.emit(ModelEvent(spec.name, version, "RELOAD_FAILED", current.load_error))
+            return
+        entry.versions[version] = fresh
         self.emit(ModelEvent(spec.name, version, ModelState.FAILED.value, reason))
 
     async def _retire(self, entry: ModelEntry, version: int, reason: str) -> None:

@@ -165,10 +165,16 @@ def test_bad_files_leave_the_previous_load_serving_with_the_reason(
             mv = runtime.resolve("m")
             assert mv.state is ModelState.READY and await _answer(runtime, "m") == 1, what
             assert mv.load_error is not None and "previous load still serves" in mv.load_error
-            assert lifecycle.events[-1].kind == "FAILED" and lifecycle.events[-1].reason
+            # The version serves: the event and its log line say the reload failed, not
+            # that the version did.
+            assert lifecycle.events[-1].kind == "RELOAD_FAILED" and lifecycle.events[-1].reason
             events = len(lifecycle.events)
             await lifecycle.reconcile(settle=False)
             assert len(lifecycle.events) == events, f"{what}: retried though unchanged"
+        # Said once per failed reload, as what it is: the version did not fail, it serves.
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(said) == len(bad)
+        assert all(line.startswith("model m version 1 RELOAD_FAILED: ") for line in said), said
         # A new version that fails: FAILED with the reason, the default stays.
         _publish(root, "m/2", bad["corrupt"])
         await lifecycle.reconcile(settle=False)

@@ -39,8 +39,9 @@ class ModelEventInfo:
     model: str
     version: int | None
     kind: str = strawberry.field(
-        description="LOADING, READY, FAILED, UNLOADED, DEFAULT_CHANGED, TRAFFIC_CHANGED or "
-        "SHADOW_CHANGED."
+        description="LOADING, READY, FAILED (the version does not serve), RELOAD_FAILED (a "
+        "changed model file or model.toml did not load; the previous load still serves), "
+        "UNLOADED, DEFAULT_CHANGED, TRAFFIC_CHANGED or SHADOW_CHANGED."
     )
     reason: str | None
     at: datetime.datetime

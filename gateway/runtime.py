@@ -339,9 +339,9 @@ class ModelRuntime:
         started = time.perf_counter()
         mv.state = ModelState.LOADING
         try:
+            mv.stamp = file_stamp(mv.path)  # also for a bad model.toml: the file was seen
             if spec.problem is not None:
                 raise ModelLoadError(spec.problem)
-            mv.stamp = file_stamp(mv.path)
             expected = spec.config.sha256.get(mv.version)
             if expected is not None and sessions:
                 _check_digest(mv.path, expected)

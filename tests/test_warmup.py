@@ -12,7 +12,15 @@ import pytest
 from onnx import TensorProto, helper
 
 from gateway.versions import ModelState, Warmup
-from tests.conftest import identity_model, load_gateway, make_model, tensor_info, write_repository
+from tests.conftest import (
+    identity_model,
+    load_gateway,
+    make_model,
+    start_server,
+    stop_server,
+    tensor_info,
+    write_repository,
+)
 
 F, I64 = TensorProto.FLOAT, TensorProto.INT64
 
@@ -184,3 +192,23 @@ def test_samples_still_gate_the_load(tmp_path: Path) -> None:
     finally:
         gateway.runtime.close()
         unwarmed.runtime.close()
+
+
+@pytest.mark.e2e
+def test_a_server_of_such_models_is_ready_and_says_so_once(tmp_path: Path) -> None:
+    models = _parameter_models()
+    root = write_repository(tmp_path / "repo", {f"{n}/1": m for n, m in models.items()})
+    log = tmp_path / "server.log"
+    server = start_server(root, log)  # waits for /readyz 200: every model has a READY version
+    try:
+        (inputs, expected) = CASES["split"]
+        query = (
+            f'{{ infer(model: "split", inputs: [{", ".join(inputs)}]) {{ outputs {{ data }} }} }}'
+        )
+        body = server.graphql(query).json()
+        assert body["data"]["infer"]["outputs"] == [{"data": expected["y"][1]}]
+    finally:
+        stop_server(server)
+    text = log.read_text()
+    assert sum("warm-up skipped" in line for line in text.splitlines()) == len(models)
+    assert "onnxruntime" not in text and "FAILED" not in text

@@ -94,12 +94,14 @@ async def _predict(
     observer = ctx.runtime.observer
     caller = ctx.caller if version is None else None
     mv = ctx.runtime.resolve(tm.model, version, caller=caller)
-    if version is None and not _fits(tm, mv):
+    fits = _fits(tm, mv)
+    if not fits and version is None:
         # A canary split (or a default changing under a schema not rebuilt yet) picked a
         # version with another signature: the field goes to the versions that fit it.
         mv = ctx.runtime.resolve(tm.model, caller=caller, accept=lambda v: _fits(tm, v))
+        fits = _fits(tm, mv)
     span.set_attribute(VERSION_ATTRIBUTE, mv.version)
-    if not _fits(tm, mv):
+    if not fits:
         raise InvalidInputError(
             f"version {mv.version} of model {tm.model!r} has another signature than the one its "
             "typed field was built from; call that version through infer"

@@ -13,15 +13,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gateway import __version__
-from gateway.api import build_schema
 from gateway.auth import new_key
 from gateway.config import Settings, unknown_variables
 from gateway.errors import ConfigError
 from gateway.progress import Progress
-from gateway.repository import scan_repository
-from gateway.runtime import ModelRuntime
 from gateway.telemetry import configure_logging
-from gateway.versions import ModelState
 
 __all__ = ["main"]
 
@@ -68,9 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--output", type=Path, help="write to this file instead of stdout")
 
     check = commands.add_parser(
-        "check", help="load a repository, run each model once, print a table"
+        "check",
+        help="load a repository, run each model once, print a table and what the server "
+        "would warn of; exit 1 when a version FAILED",
     )
     check.add_argument("path", type=Path, nargs="?", help="model repository (default: models/)")
+    check.add_argument(
+        "--strict", action="store_true", help="exit 1 on warnings too (a model without typed field)"
+    )
 
     convert = commands.add_parser(
         "convert",
@@ -355,53 +356,12 @@ _FLAG_VARIABLES = {
 
 
 def _export_schema(args: argparse.Namespace, out: TextIO) -> int:
-    settings = _settings(models=args.models)
-    runtime = ModelRuntime(settings, scan_repository(settings.models))
-    try:
-        runtime.load_all(sessions=False)
-        sdl = build_schema(list(runtime.entries.values())).as_sdl()
-    finally:
-        runtime.close()
-    if args.output is not None:
-        args.output.write_text(sdl, encoding="utf-8")
-    else:
-        out.write(sdl)
-    return 0
+    from gateway.report import export_schema
+
+    return export_schema(_settings(models=args.models), out, sys.stderr, output=args.output)
 
 
 def _check(args: argparse.Namespace, out: TextIO) -> int:
-    settings = _settings(models=args.path, warmup=True)
-    scan = scan_repository(settings.models)
-    runtime = ModelRuntime(settings, scan)
-    try:
-        runtime.load_all()
-    finally:
-        runtime.close()
-    rows = [("MODEL", "VERSION", "INPUTS", "OUTPUTS", "LOAD MS", "STATE")]
-    failed = False
-    for entry in runtime.entries.values():
-        for v, mv in sorted(entry.versions.items()):
-            sig = mv.signature
-            ins = (
-                ", ".join(f"{i.name}:{i.datatype.value}{list(i.shape)}" for i in sig.inputs)
-                if sig
-                else "-"
-            )
-            outs = (
-                ", ".join(f"{o.name}:{o.datatype.value}{list(o.shape)}" for o in sig.outputs)
-                if sig
-                else "-"
-            )
-            ms = f"{mv.load_seconds * 1000:.1f}" if mv.load_seconds is not None else "-"
-            # close() marks READY versions UNAVAILABLE; what counts is whether the load worked.
-            state = "FAILED: " + (mv.reason or "") if mv.state is ModelState.FAILED else "READY"
-            failed |= mv.state is ModelState.FAILED
-            rows.append((entry.name, str(v), ins, outs, ms, state))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for r in rows:
-        out.write(
-            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] + "\n"
-        )
-    for warning in scan.warnings:
-        out.write(f"skipped: {warning}\n")
-    return 1 if failed else 0
+    from gateway.report import check_repository
+
+    return check_repository(_settings(models=args.path, warmup=True), out, strict=args.strict)

@@ -199,7 +199,10 @@ class Settings:
     )
     warmup: bool = field(
         default=True,
-        metadata=_doc("Run each model once on a synthetic input before it is READY."),
+        metadata=_doc(
+            "Run each model once on a synthetic input before it is READY (one that rejects "
+            "it serves unwarmed, saying why)."
+        ),
     )
     poll_seconds: float = field(
         default=2.0,

@@ -2,20 +2,25 @@
 
 ``Lifecycle.reconcile`` scans the repository and applies the difference:
 
-* A version that appears (or whose ``model.onnx`` or ``model.toml`` changes) is loaded on the
-  loader thread, warmed up, and only then takes traffic: the new ``ModelVersion`` replaces the
-  old one in a single assignment; requests that already hold the old one finish on it, and it
-  is released once they have (``in_flight`` at zero, after a grace period for requests that
-  resolved it and have not started their run yet).
-* A file still being written is not loaded: a new or changed file must look the same (size,
-  modification time, inode) in two consecutive scans. Publishing by writing elsewhere and
-  renaming into place is safe in any case.
+* A version that appears (or whose ``model.onnx`` changes) is loaded on the loader thread,
+  warmed up, and only then takes traffic: the new ``ModelVersion`` replaces the old one in a
+  single assignment; requests that already hold the old one finish on it, and it is released
+  once they have (``in_flight`` at zero, after a grace period for requests that resolved it
+  and have not started their run yet).
+* A changed ``model.toml`` reloads every served version of its model the same way. One that
+  does not parse (an unknown key, a wrong type) loads nothing: the versions serving keep the
+  last good file's configuration (description, labels...), each with a ``load_error`` saying
+  why; with nothing serving, the versions are FAILED with the reason.
+* A file still being written is not loaded: a new or changed file (``model.onnx`` or
+  ``model.toml``) must look the same (size, modification time, inode) in two consecutive
+  scans. Publishing by writing elsewhere and renaming into place is safe in any case.
 * A load that fails leaves the previous load of that version serving (its ``load_error`` says
   why), or the version FAILED with the reason; it is retried only when its files change.
 * A version that goes (deleted, or out of the ``[versions]`` policy, or unloaded by an
-  operator) is drained the same way and dropped; a model whose directory goes, likewise.
+  operator) stops taking new requests at once (the schema follows at once too), is drained the
+  same way and dropped; a model whose directory goes, likewise.
 
-Every change is an event (``ModelEvent``), kept for the API and logged.
+Every change is an event (``ModelEvent``), kept for the API and logged once.
 """
 
 from __future__ import annotations
@@ -40,13 +45,17 @@ logger = logging.getLogger(__name__)
 
 Stamp = tuple[int, int, int]
 _EVENTS_KEPT = 256
+#: Events that say something went wrong: logged as warnings.
+_WARNINGS = frozenset({ModelState.FAILED.value, "RELOAD_FAILED"})
+_UNSEEN = (-1, -1, -1)  # a stamp no file has: "not looked at yet"
 
 
 @dataclass(frozen=True, slots=True)
 class ModelEvent:
-    """Something that happened to a model version: LOADING, READY, FAILED, UNLOADED, or a
-    change of the default version, traffic split or shadow (DEFAULT_CHANGED, TRAFFIC_CHANGED,
-    SHADOW_CHANGED)."""
+    """Something that happened to a model version: LOADING, READY, FAILED (a version that
+    does not serve), RELOAD_FAILED (a changed file or model.toml did not load; the previous
+    load still serves), UNLOADED, or a change of the default version, traffic split or shadow
+    (DEFAULT_CHANGED, TRAFFIC_CHANGED, SHADOW_CHANGED)."""
 
     model: str
     version: int | None
@@ -78,9 +87,12 @@ class Lifecycle:
         self._seen: dict[tuple[str, int], Stamp] = {}
         #: Stamps of files whose load failed: not retried until they change.
         self._failed: dict[tuple[str, int], Stamp] = {}
+        #: The stamp of each model's model.toml as last applied (None: no file).
         self._configs: dict[str, Stamp | None] = {
             name: _config_stamp(root, name) for name in runtime.entries
         }
+        #: The stamp a changed model.toml had at the last scan (applied when it is the same).
+        self._configs_seen: dict[str, Stamp | None] = {}
         #: Versions an operator unloaded (version None: the whole model): left alone.
         self.held: set[tuple[str, int | None]] = set()
         self.events: deque[ModelEvent] = deque(maxlen=_EVENTS_KEPT)
@@ -142,8 +154,8 @@ class Lifecycle:
     def emit(self, event: ModelEvent) -> None:
         """Record ``event`` (and tell the listener)."""
         self.events.append(event)
-        self.generation += 1
-        logger.info(
+        logger.log(
+            logging.WARNING if event.kind in _WARNINGS else logging.INFO,
             "model %s version %s %s%s",
             event.model,
             event.version if event.version is not None else "-",
@@ -157,6 +169,12 @@ class Lifecycle:
             if queue.full():  # a listener that does not keep up loses the oldest
                 queue.get_nowait()
             queue.put_nowait(event)
+        self._touch()
+
+    def _touch(self) -> None:
+        """What is served changed: bump the generation and let the app follow (soon, once
+        per burst of changes)."""
+        self.generation += 1
         if self.on_change is not None and not self._change_pending:
             self._change_pending = True
             asyncio.get_running_loop().call_soon(self._changed)
@@ -179,16 +197,43 @@ class Lifecycle:
         name = spec.name
         entry = self._runtime.entries.get(name)
         config = _config_stamp(self._root, name)
-        reconfigured = entry is not None and config != self._configs.get(name)
-        self._configs[name] = config
         if entry is None:
+            self._configs[name] = config
             entry = ModelEntry(spec, {})
             self._runtime.entries[name] = entry
-        elif reconfigured:
-            entry.spec = spec  # new loads use it; the typed schema follows after them
+        elif config != self._configs.get(name):
+            if settle and self._configs_seen.get(name, _UNSEEN) != config:
+                self._configs_seen[name] = config  # maybe still being written: look again
+                return
+            self._configs_seen.pop(name, None)
+            self._configs[name] = config
+            await self._reconfigure(entry, spec)
+            return
+        await self._reconcile_versions(entry, spec, settle=settle, reconfigured=False)
+
+    async def _reconfigure(self, entry: ModelEntry, spec: ModelSpec) -> None:
+        """Apply a changed model.toml: reload the model's versions with it, or, when it does
+        not parse, keep what serves on the last good one and say why."""
+        serving = [mv for _, mv in sorted(entry.versions.items()) if mv.state is ModelState.READY]
+        if spec.problem is not None and serving:
+            for mv in serving:
+                mv.load_error = f"{spec.problem}; the last good model.toml still applies"
+            self.emit(ModelEvent(entry.name, None, "RELOAD_FAILED", serving[0].load_error))
+            return
+        if spec.problem is not None:
+            entry.spec = spec  # nothing serves: the model's metadata says what is wrong
+        await self._reconcile_versions(entry, spec, settle=False, reconfigured=True)
+
+    async def _reconcile_versions(
+        self, entry: ModelEntry, spec: ModelSpec, *, settle: bool, reconfigured: bool
+    ) -> None:
+        name = spec.name
         if (name, None) in self.held:
             return
-        wanted = spec.config.versions.select(spec.versions)
+        # A model.toml that does not parse says nothing of the versions to serve: the last
+        # good one decides.
+        policy = entry.spec.config.versions if spec.problem is not None else spec.config.versions
+        wanted = policy.select(spec.versions)
         wanted -= {v for (n, v) in self.held if n == name and v is not None}
         for version in sorted(set(entry.versions) - wanted):
             await self._retire(entry, version, "no longer in the repository or its policy")
@@ -207,11 +252,11 @@ class Lifecycle:
         current = entry.versions.get(version)
         if current is not None and current.state is ModelState.UNAVAILABLE:
             current = None  # on its way out (an operator's unload): load it anew
-        if current is not None and current.stamp == stamp and not reconfigured:
+        # Loaded as it is, or failed as it is (then: wait for its files to change).
+        known = (current is not None and current.stamp == stamp) or self._failed.get(key) == stamp
+        if known and not reconfigured:
             return
-        if self._failed.get(key) == stamp and not reconfigured:
-            return  # failed as it is: wait for the file to change
-        if settle and self._seen.get(key) != stamp:
+        if not known and settle and self._seen.get(key) != stamp:
             self._seen[key] = stamp  # new or still changing: look again next time
             return
         self._seen.pop(key, None)
@@ -229,8 +274,10 @@ class Lifecycle:
         await loop.run_in_executor(self._loader, self._runtime.load_version, spec, fresh)
         if fresh.state is ModelState.READY:
             self._failed.pop((spec.name, version), None)
+            entry.spec = spec  # the model's configuration is that of its latest good load
             entry.versions[version] = fresh  # the swap: new requests get the new load
-            self.emit(ModelEvent(spec.name, version, ModelState.READY.value))
+            note = f"warm-up skipped: {fresh.warmup_skipped}" if fresh.warmup_skipped else None
+            self.emit(ModelEvent(spec.name, version, ModelState.READY.value, note))
             if current is not None and current.state is not ModelState.UNAVAILABLE:
                 self._release_later(current, "replaced by a new load of this version")
             return
@@ -238,8 +285,9 @@ class Lifecycle:
         reason = fresh.reason or "load failed"
         if current is not None and current.state is ModelState.READY:
             current.load_error = f"a new load failed ({reason}); the previous load still serves"
-        else:
-            entry.versions[version] = fresh
+            self.emit(ModelEvent(spec.name, version, "RELOAD_FAILED", current.load_error))
+            return
+        entry.versions[version] = fresh
         self.emit(ModelEvent(spec.name, version, ModelState.FAILED.value, reason))
 
     async def _retire(self, entry: ModelEntry, version: int, reason: str) -> None:
@@ -257,6 +305,7 @@ class Lifecycle:
     async def _remove_model(self, name: str, reason: str) -> None:
         entry = self._runtime.entries.pop(name)  # no new requests find it
         self._configs.pop(name, None)
+        self._configs_seen.pop(name, None)
         for version, mv in sorted(entry.versions.items()):
             event = ModelEvent(name, version, "UNLOADED", reason)
             self._release_later(mv, reason, then=functools.partial(self.emit, event))
@@ -273,6 +322,10 @@ class Lifecycle:
         was_ready = mv.state is ModelState.READY
         mv.state = ModelState.UNAVAILABLE
         mv.reason = reason
+        # The default version may have changed, and with it the signature the typed schema
+        # follows: rebuild it now, not once the version is released (after the grace period
+        # and the drain), or the typed fields keep the old one meanwhile.
+        self._touch()
         task = asyncio.get_running_loop().create_task(self._release(mv, was_ready, then))
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)

@@ -15,6 +15,7 @@ import gc
 import hashlib
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -46,7 +47,7 @@ from gateway.samples import check_samples
 from gateway.shadow import Shadow, outputs_agree
 from gateway.signature import IOKind, IOSpec, read_signature
 from gateway.tensors import DataType, numpy_dtype
-from gateway.versions import ModelEntry, ModelState, ModelVersion
+from gateway.versions import ModelEntry, ModelState, ModelVersion, Warmup
 
 __all__ = ["ModelRuntime", "file_stamp", "release_memory", "synthetic_inputs"]
 
@@ -140,6 +141,11 @@ class ModelRuntime:
         for entry in self.entries.values():
             for mv in entry.versions.values():
                 self._load_version(entry.spec, mv, sessions=sessions)
+                if sessions or mv.state is ModelState.FAILED:
+                    # Said here, once: later loads are the lifecycle's events, logged there.
+                    level = logging.WARNING if mv.state is ModelState.FAILED else logging.INFO
+                    extra = {"model": mv.model, "version": mv.version}
+                    logger.log(level, "%s", mv.describe(), extra=extra)
         self.initial_load_done = True
 
     async def load_all_async(self) -> None:
@@ -162,10 +168,16 @@ class ModelRuntime:
                     mv.reason = "the server is shutting down"
 
     def resolve(
-        self, name: str, version: int | None = None, *, caller: str | None = None
+        self,
+        name: str,
+        version: int | None = None,
+        *,
+        caller: str | None = None,
+        accept: Callable[[ModelVersion], bool] | None = None,
     ) -> ModelVersion:
         """The version that serves a request for ``name`` (and ``version``, if given; else
-        the model's canary split, sticky per ``caller``, or its default).
+        the model's canary split, sticky per ``caller``, or its default; with ``accept``, only
+        among the versions it accepts, when there are any).
 
         Raises:
             ModelNotFoundError: no such model, or no such version of it.
@@ -176,7 +188,9 @@ class ModelRuntime:
             known = ", ".join(sorted(self.entries)) or "none"
             raise ModelNotFoundError(f"no model named {name!r}; models served: {known}")
         if version is None:
-            version = entry.pick(caller)
+            version = None if accept is None else entry.pick(caller, accept=accept)
+            if version is None:
+                version = entry.pick(caller)
             if version is None:
                 states = ", ".join(
                     f"{v}: {mv.state.value}" for v, mv in sorted(entry.versions.items())
@@ -247,7 +261,7 @@ class ModelRuntime:
             logger.debug("shadow run of %s failed: %s", entry.name, exc)
             return
         seconds = time.perf_counter() - started
-        agreed = outputs_agree(served, answer)
+        agreed = outputs_agree(served, answer, label_output=shadow.label_output)
         shadow.record(agreed=agreed, seconds=seconds)
         outcome = "agreed" if agreed else "disagreed"
         self.observer.instruments.shadow_requests.add(1, {**labels, "gateway.outcome": outcome})
@@ -327,9 +341,9 @@ class ModelRuntime:
         started = time.perf_counter()
         mv.state = ModelState.LOADING
         try:
+            mv.stamp = file_stamp(mv.path)  # also for a bad model.toml: the file was seen
             if spec.problem is not None:
                 raise ModelLoadError(spec.problem)
-            mv.stamp = file_stamp(mv.path)
             expected = spec.config.sha256.get(mv.version)
             if expected is not None and sessions:
                 _check_digest(mv.path, expected)
@@ -337,10 +351,7 @@ class ModelRuntime:
             if sessions:
                 options = self._settings.session.merged(spec.config.session, where="session")
                 mv.session = _create_session(mv.path, options)
-                if self._settings.warmup and not spec.config.samples:
-                    # Samples, when model.toml has them, are the warm-up: real rows, where
-                    # synthetic zeros and empty strings can trip a categorical encoder.
-                    _run_session(mv, synthetic_inputs(mv.signature.inputs), None)
+                self._warm_up(spec, mv)
                 check_samples(
                     mv.model,
                     mv.signature,
@@ -353,25 +364,37 @@ class ModelRuntime:
             mv.load_seconds = time.perf_counter() - started
             mv.state = ModelState.FAILED
             mv.reason = self._public_reason(exc)
-            logger.warning(
-                "model %s version %d FAILED: %s",
-                mv.model,
-                mv.version,
-                mv.reason,
-                extra={"model": mv.model, "version": mv.version},
-            )
             return
         mv.load_seconds = time.perf_counter() - started
         mv.state = ModelState.READY if sessions else ModelState.UNAVAILABLE
         mv.reason = None if sessions else "signature read only"
-        if sessions:
-            logger.info(
-                "model %s version %d READY in %.1f ms",
-                mv.model,
-                mv.version,
-                mv.load_seconds * 1000,
-                extra={"model": mv.model, "version": mv.version},
+
+    def _warm_up(self, spec: ModelSpec, mv: ModelVersion) -> None:
+        """One run before the version takes traffic, so that the first request does not pay
+        for ONNX Runtime's first-run allocations.
+
+        Samples, when model.toml has them, are the warm-up (``check_samples`` runs them): real
+        rows, where synthetic zeros and empty strings can trip a categorical encoder. A model
+        that rejects the synthetic row is not broken: its inputs may be parameters (a target
+        shape, split sizes, indices) that zeros do not fit. It serves unwarmed, and says why.
+        """
+        if spec.config.samples:
+            mv.warmup = Warmup.SAMPLES  # they run whatever the setting: they gate the load
+            return
+        if not self._settings.warmup:
+            mv.warmup = Warmup.OFF
+            return
+        assert mv.signature is not None and mv.session is not None
+        try:
+            # Quiet: ONNX Runtime would log a rejection as an error of its own, on stderr.
+            mv.session.run(None, synthetic_inputs(mv.signature.inputs), _QUIET_RUN)
+        except Exception as exc:  # ORT raises InvalidArgument, Fail, RuntimeException...
+            mv.warmup = Warmup.SKIPPED
+            mv.warmup_skipped = self._public_reason(
+                f"the model rejected the synthetic input ({_SYNTHETIC}): {_ort_message(exc)}"
             )
+            return
+        mv.warmup = Warmup.SYNTHETIC
 
     def _batcher(self, spec: ModelSpec, mv: ModelVersion) -> Batcher | None:
         """A batcher for ``mv`` if batching is on and every input and output has a free first
@@ -399,12 +422,23 @@ class ModelRuntime:
             max_in_flight=settings.inference_threads,
         )
 
-    def _public_reason(self, exc: BaseException) -> str:
-        # Reasons are shown to clients; keep repository paths out of them.
+    def _public_reason(self, exc: BaseException | str) -> str:
+        # Reasons are shown to clients; keep repository paths, and the source locations ONNX
+        # Runtime puts in some messages, out of them.
         text = exc.message if isinstance(exc, GatewayError) else str(exc)
+        text = _SOURCE_LOCATION.sub("", text)
         return text.replace(str(self._root.resolve()), "<models>").replace(
             str(self._root), "<models>"
         )
+
+
+_QUIET_RUN = ort.RunOptions()
+_QUIET_RUN.log_severity_level = 4  # fatal only
+#: What the synthetic warm-up row is, as its skip reason says.
+_SYNTHETIC = "zeros and empty strings, dynamic dimensions 1"
+#: "/onnxruntime_src/.../reshape_helper.h:91 onnxruntime::ReshapeHelper::ReshapeHelper(...) "
+#: before ORT's message proper.
+_SOURCE_LOCATION = re.compile(r"/\S+\.(?:h|hpp|cc|cpp):\d+ (?:[\w:~<>]+\([^)]*\) )?")
 
 
 def release_memory() -> None:

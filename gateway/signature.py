@@ -57,12 +57,18 @@ class IOSpec:
 
 @dataclass(frozen=True, slots=True)
 class Signature:
-    """A model's inputs and outputs, and its class labels when the graph declares them."""
+    """A model's inputs and outputs, and its class labels when the graph declares them.
+
+    Two signatures are equal when a caller sees no difference: the same inputs and outputs
+    (names, types, shapes) and class labels. The opset is not part of it: converters pick it
+    per estimator, and two versions that differ only there serve the same typed field.
+    """
 
     inputs: tuple[IOSpec, ...]
     outputs: tuple[IOSpec, ...]
     class_labels: tuple[str | int, ...] | None = None
-    opset: int = 0
+    #: Not compared: versions that differ only in opset take the same requests.
+    opset: int = field(default=0, compare=False)
     #: Categorical encoders that fail a run on an unknown value, by node name (not compared:
     #: what a caller may send is the same).
     categories: Mapping[str, CategoryCheck] = field(default_factory=dict, repr=False, compare=False)

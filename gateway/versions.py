@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import random
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from gateway.repository import ModelSpec
 from gateway.shadow import Shadow
 from gateway.signature import Signature
 
-__all__ = ["ModelEntry", "ModelState", "ModelVersion"]
+__all__ = ["ModelEntry", "ModelState", "ModelVersion", "Warmup"]
 
 
 class ModelState(enum.Enum):
@@ -24,6 +25,20 @@ class ModelState(enum.Enum):
     READY = "READY"
     UNAVAILABLE = "UNAVAILABLE"
     FAILED = "FAILED"
+
+
+class Warmup(enum.Enum):
+    """How a loaded version was warmed up before it took traffic."""
+
+    #: One run on a synthetic row (zeros, empty strings, dynamic dimensions 1).
+    SYNTHETIC = "SYNTHETIC"
+    #: model.toml's ``[[samples]]`` were run (and checked) instead.
+    SAMPLES = "SAMPLES"
+    #: The model rejected the synthetic row (its inputs are parameters: a shape, split sizes,
+    #: indices...): not a load failure, the version serves without a warm-up.
+    SKIPPED = "SKIPPED"
+    #: The ``warmup`` setting is off (and model.toml has no samples).
+    OFF = "OFF"
 
 
 @dataclass(slots=True)
@@ -48,6 +63,21 @@ class ModelVersion:
     stamp: tuple[int, int, int] | None = None
     #: Why the last attempt to load a changed file failed while this load kept serving.
     load_error: str | None = None
+    #: How the load was warmed up (None until it is loaded).
+    warmup: Warmup | None = None
+    #: Why the synthetic warm-up was skipped (with ``Warmup.SKIPPED``).
+    warmup_skipped: str | None = None
+
+    def describe(self) -> str:
+        """The outcome of its load in one line, as the log and ``gateway check`` say it."""
+        what = f"model {self.model} version {self.version} {self.state.value}"
+        if self.state is ModelState.FAILED:
+            return f"{what}: {self.reason}"
+        if self.load_seconds is not None:
+            what += f" in {self.load_seconds * 1000:.1f} ms"
+        if self.warmup is Warmup.SKIPPED:
+            what += f" (warm-up skipped: {self.warmup_skipped})"
+        return what
 
 
 @dataclass(slots=True)
@@ -84,14 +114,33 @@ class ModelEntry:
         ready = [v for v, mv in self.versions.items() if mv.state is ModelState.READY]
         return max(ready) if ready else None
 
-    def pick(self, caller: str | None = None) -> int | None:
+    def pick(
+        self,
+        caller: str | None = None,
+        *,
+        accept: Callable[[ModelVersion], bool] | None = None,
+    ) -> int | None:
         """The version for a request that names none: by the canary split when one is set
-        (sticky per ``caller`` when given), else the default."""
-        if not self.split:  # no canary: the common case, on every request
+        (sticky per ``caller`` when given), else the default.
+
+        With ``accept``, only versions it accepts are picked (the split among them, else the
+        default, else the highest READY one); None when it accepts none.
+        """
+        if not self.split and accept is None:  # no canary: the common case, on every request
             return self.default_version
-        shares = [(v, w) for v, w in self.split if w > 0 and self.ready(v)]
+        shares = [
+            (v, w)
+            for v, w in self.split
+            if w > 0 and self.ready(v) and (accept is None or accept(self.versions[v]))
+        ]
         if not shares:
-            return self.default_version
+            default = self.default_version
+            if accept is None or (default is not None and accept(self.versions[default])):
+                return default
+            accepted = [
+                v for v, mv in self.versions.items() if mv.state is ModelState.READY and accept(mv)
+            ]
+            return max(accepted, default=None)
         total = sum(w for _, w in shares)
         if caller is None:
             point = random.random() * total

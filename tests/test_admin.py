@@ -8,12 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import onnx
 import pytest
+from onnx import TensorProto, helper
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.config import Settings
-from tests.conftest import write_repository
+from tests.conftest import make_model, tensor_info, write_repository
 from tests.test_lifecycle import _publish, _scaled
 
 INFER = (
@@ -160,7 +162,8 @@ def test_shadow_traffic_is_compared_and_counted(admin: TestClient, tmp_path: Pat
         'mutation($v: Int, $s: Float!) { setShadow(name: "m", version: $v, share: $s) { name } }'
     )
     stats = (
-        '{ model(name: "m") { shadow { version requests agreed failed agreement meanLatencyMs } } }'
+        '{ model(name: "m") { shadow { version requests agreed failed agreement meanLatencyMs '
+        "comparison } } }"
     )
     assert "errors" not in _gql(admin, shadow, v=1, s=1.0)
     for _ in range(10):
@@ -176,6 +179,7 @@ def test_shadow_traffic_is_compared_and_counted(admin: TestClient, tmp_path: Pat
         time.sleep(0.01)
     first = counts()
     assert first["version"] == 1 and first["agreed"] == 0 and first["agreement"] == 0.0
+    assert first["comparison"] == "VALUES"  # not a classifier: values within tolerance
     assert first["meanLatencyMs"] > 0 and first["failed"] == 0
 
     _publish(tmp_path / "repo", "m/3", _scaled(2))  # the same answers as v2
@@ -211,3 +215,45 @@ def test_a_failed_reload_is_visible_and_the_previous_load_serves(
     assert "the previous load still serves" in v2["loadError"]
     assert str(tmp_path) not in v2["loadError"]  # no file paths reach clients
     assert _version(admin) == 2
+
+
+def _classifier(scale: float) -> onnx.ModelProto:
+    """Two classes, probabilities softmax(x * scale), label their argmax: a positive scale
+    changes the probabilities, never the label; a negative one flips the label."""
+    return make_model(
+        [
+            helper.make_node("Mul", ["x", "k"], ["scaled"]),
+            helper.make_node("Softmax", ["scaled"], ["probabilities"], axis=1),
+            helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0),
+        ],
+        [tensor_info("x", TensorProto.FLOAT, ["N", 2])],
+        [
+            tensor_info("label", TensorProto.INT64, ["N"]),
+            tensor_info("probabilities", TensorProto.FLOAT, ["N", 2]),
+        ],
+        initializers=[helper.make_tensor("k", TensorProto.FLOAT, [], [scale])],
+    )
+
+
+def test_a_classifier_shadow_agrees_when_the_labels_do(tmp_path: Path) -> None:
+    root = write_repository(
+        tmp_path / "repo",
+        {"c/1": _classifier(1.0), "c/2": _classifier(3.0), "c/3": _classifier(-1.0)},
+    )
+    shadow = 'mutation($v: Int) { setShadow(name: "c", version: $v, share: 1.0) { name } }'
+    stats = '{ model(name: "c") { shadow { requests agreed agreement comparison } } }'
+    predict = "{ predict { c(input: {x: [0.2, 0.9]}) { label probabilities { probability } } } }"
+    for client in _client(root, GATEWAY_ADMIN_API="true", GATEWAY_POLL_SECONDS="0.05"):
+        _gql(client, 'mutation { setDefaultVersion(name: "c", version: 1) { name } }')
+        for version, agreement in ((2, 1.0), (3, 0.0)):
+            assert "errors" not in _gql(client, shadow, v=version)
+            for _ in range(5):
+                answer = _gql(client, predict)["data"]["predict"]["c"]
+                assert answer["label"] == "1"
+            deadline = time.monotonic() + 10
+            while (found := _gql(client, stats)["data"]["model"]["shadow"])["requests"] < 5:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            # Version 2's probabilities differ by far more than 1e-4; its labels are the same.
+            assert found["comparison"] == "LABELS"
+            assert found["agreement"] == agreement, (version, found)

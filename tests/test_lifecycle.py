@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,13 +14,14 @@ from typing import Any
 import numpy as np
 import onnx
 import onnx.numpy_helper
+import pytest
 from onnx import TensorProto, helper
 
 from gateway.config import Settings
 from gateway.lifecycle import Lifecycle
 from gateway.repository import scan_repository
 from gateway.runtime import ModelRuntime
-from gateway.versions import ModelState
+from gateway.versions import ModelState, Warmup
 from tests.conftest import make_model, tensor_info, write_repository
 
 F = TensorProto.FLOAT
@@ -35,14 +37,27 @@ def _scaled(factor: float) -> onnx.ModelProto:
     )
 
 
-def _fails_warmup() -> onnx.ModelProto:
-    """Loads, but its first run fails: two values cannot be reshaped to three."""
+def _rejects_warmup() -> onnx.ModelProto:
+    """Loads, but rejects the synthetic warm-up row: its shape input is all zeros there."""
     return make_model(
         [helper.make_node("Reshape", ["x", "s"], ["y"])],
-        [tensor_info("x", F, ["N", 2])],
-        [tensor_info("y", F, [3])],
-        initializers=[helper.make_tensor("s", TensorProto.INT64, [1], [3])],
+        [tensor_info("x", F, ["N", 2]), tensor_info("s", TensorProto.INT64, [1])],
+        [tensor_info("y", F, ["M"])],
     )
+
+
+def _unloadable() -> onnx.ModelProto:
+    """A valid ONNX graph that ONNX Runtime cannot load: an operator nobody implements."""
+    graph = helper.make_graph(
+        [helper.make_node("NoSuchOperator", ["x"], ["y"], domain="com.example")],
+        "unloadable",
+        [tensor_info("x", F, ["N", 2])],
+        [tensor_info("y", F, ["N", 2])],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    return model
 
 
 def _publish(root: Path, key: str, model: onnx.ModelProto | bytes) -> None:
@@ -126,7 +141,9 @@ def test_a_rewritten_version_swaps_and_requests_in_flight_finish_on_the_old_load
     _run(root, scenario)
 
 
-def test_bad_files_leave_the_previous_load_serving_with_the_reason(tmp_path: Path) -> None:
+def test_bad_files_leave_the_previous_load_serving_with_the_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     good = _scaled(1)
     digest = hashlib.sha256(good.SerializeToString()).hexdigest()
     root = write_repository(
@@ -137,20 +154,27 @@ def test_bad_files_leave_the_previous_load_serving_with_the_reason(tmp_path: Pat
     bad: dict[str, onnx.ModelProto | bytes] = {
         "corrupt": b"\x08\x07 this is not an ONNX model",
         "truncated": good.SerializeToString()[: len(good.SerializeToString()) // 2],
-        "warm-up": _fails_warmup(),
+        "unsupported operator": _unloadable(),
     }
 
     async def scenario(runtime: ModelRuntime, lifecycle: Lifecycle) -> None:
+        caplog.set_level(logging.INFO, logger="gateway")
         for what, content in bad.items():
             _publish(root, "m/1", content)
             await lifecycle.reconcile(settle=False)
             mv = runtime.resolve("m")
             assert mv.state is ModelState.READY and await _answer(runtime, "m") == 1, what
             assert mv.load_error is not None and "previous load still serves" in mv.load_error
-            assert lifecycle.events[-1].kind == "FAILED" and lifecycle.events[-1].reason
+            # The version serves: the event and its log line say the reload failed, not
+            # that the version did.
+            assert lifecycle.events[-1].kind == "RELOAD_FAILED" and lifecycle.events[-1].reason
             events = len(lifecycle.events)
             await lifecycle.reconcile(settle=False)
             assert len(lifecycle.events) == events, f"{what}: retried though unchanged"
+        # Said once per failed reload, as what it is: the version did not fail, it serves.
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(said) == len(bad)
+        assert all(line.startswith("model m version 1 RELOAD_FAILED: ") for line in said), said
         # A new version that fails: FAILED with the reason, the default stays.
         _publish(root, "m/2", bad["corrupt"])
         await lifecycle.reconcile(settle=False)
@@ -165,6 +189,48 @@ def test_bad_files_leave_the_previous_load_serving_with_the_reason(tmp_path: Pat
         assert mv.load_error is not None and "checksum mismatch" in mv.load_error
 
     _run(root, scenario)
+
+
+def test_a_version_that_rejects_the_synthetic_warm_up_takes_traffic(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = write_repository(tmp_path / "repo", {"m/1": _scaled(1)})
+
+    async def scenario(runtime: ModelRuntime, lifecycle: Lifecycle) -> None:
+        _publish(root, "m/2", _rejects_warmup())
+        with caplog.at_level(logging.INFO, logger="gateway"):
+            await lifecycle.reconcile(settle=False)
+        mv = runtime.resolve("m")
+        assert mv.version == 2 and mv.warmup is Warmup.SKIPPED
+        ready = lifecycle.events[-1]
+        assert (ready.version, ready.kind) == (2, "READY")
+        assert ready.reason == f"warm-up skipped: {mv.warmup_skipped}"
+        out = await runtime.run(
+            mv, {"x": np.ones((2, 2), np.float32), "s": np.array([-1], np.int64)}
+        )
+        assert out["y"].tolist() == [1.0, 1.0, 1.0, 1.0]
+        # One line per event, each said once: LOADING, then READY with the reason.
+        lines = [r.getMessage() for r in caplog.records]
+        assert lines == ["model m version 2 LOADING", f"model m version 2 READY: {ready.reason}"]
+
+    _run(root, scenario)
+
+
+def test_the_schema_follows_an_unload_at_once(tmp_path: Path) -> None:
+    root = write_repository(tmp_path / "repo", {"m/1": _scaled(1), "m/2": _scaled(2)})
+
+    async def scenario(runtime: ModelRuntime, lifecycle: Lifecycle) -> None:
+        changes: list[int | None] = []
+        lifecycle.on_change = lambda: changes.append(runtime.entries["m"].default_version)
+        await lifecycle.unload("m", 2)
+        await asyncio.sleep(0.05)  # the grace period is 0.5 s: version 2 is not released yet
+        assert runtime.entries["m"].versions[2].session is not None
+        # The default changed when version 2 stopped taking requests: the schema, which
+        # follows the default's signature, is told then, not after the drain.
+        assert changes == [1]
+        await lifecycle.settled()
+
+    _run(root, scenario, grace=0.5)
 
 
 def test_a_version_that_fails_its_samples_does_not_take_traffic(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ real server: no request fails, and every answer comes from a version that was se
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,3 +138,99 @@ def test_twenty_lifecycle_operations_under_load_fail_no_request(tmp_path: Path) 
         )
     assert served == {1, 2, 3, 4, 5, 6}
     print(f"{len(answers)} requests, 0 failed, across {op.operations} lifecycle operations")
+
+
+TYPED = "{ predict { m(input: {x: [1, 1]}) { y modelVersion } } }"
+
+
+def _opset(factor: float, opset: int) -> Any:
+    """x * factor, written for another ONNX opset: the signature a caller sees is the same."""
+    model = _scaled(factor)
+    model.opset_import[0].version = opset
+    return model
+
+
+async def _mixed_load(server: LiveServer, stop: asyncio.Event, answers: list[Answer]) -> None:
+    """Typed and infer clients, some sticky (X-Caller-Key), until ``stop``."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+
+        async def one_client(query: str, headers: dict[str, str]) -> None:
+            while not stop.is_set():
+                started = time.monotonic()
+                response = await client.post("/graphql", json={"query": query}, headers=headers)
+                answers.append(
+                    Answer(started, time.monotonic(), response.status_code, response.json())
+                )
+
+        await asyncio.gather(
+            *(
+                one_client(TYPED if i % 2 else INFER, {"X-Caller-Key": f"c{i}"} if i < 4 else {})
+                for i in range(CLIENTS)
+            )
+        )
+
+
+def test_canary_unload_and_delete_of_versions_differing_in_opset_fail_no_request(
+    tmp_path: Path,
+) -> None:
+    root = write_repository(tmp_path / "repo", {"m/1": _opset(1, 13), "m/2": _opset(2, 17)})
+    server = start_server(
+        root,
+        tmp_path / "server.log",
+        env={"GATEWAY_ADMIN_API": "true", "GATEWAY_POLL_SECONDS": "0.1"},
+    )
+    answers: list[Answer] = []
+    steps: list[tuple[str, float]] = []
+
+    async def operate() -> None:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            op = Operator(client, root)
+
+            async def step(name: str, mutation: str | None = None) -> None:
+                steps.append((name, time.monotonic()))
+                if mutation is not None:
+                    await op.mutate(f"mutation {{ {mutation} {{ name }} }}")
+                await asyncio.sleep(1.0)
+
+            split = "[{version: 1, weight: 1}, {version: 2, weight: 1}]"
+            await step("split", f'setTrafficSplit(name: "m", split: {split})')
+            await step("unload 1", 'unloadModel(name: "m", version: 1)')
+            await step("load 1", 'loadModel(name: "m", version: 1)')
+            await step("unload 2 (the default)", 'unloadModel(name: "m", version: 2)')
+            await step("load 2", 'loadModel(name: "m", version: 2)')
+            steps.append(("delete 2", time.monotonic()))
+            shutil.rmtree(root / "m" / "2")
+            await op.default_is(1)
+            await asyncio.sleep(1.0)
+            await step("end the split", 'setTrafficSplit(name: "m", split: [])')
+            steps.append(("publish 3", time.monotonic()))
+            await op.publish(3)
+            await asyncio.sleep(1.0)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        load = asyncio.create_task(_mixed_load(server, stop, answers))
+        await asyncio.sleep(0.5)
+        try:
+            await asyncio.wait_for(operate(), timeout=120)
+        finally:
+            stop.set()
+            await load
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        stop_server(server)
+    failed = [a for a in answers if a.status != 200 or "errors" in a.body]
+    if failed:
+        first = failed[0].started
+        at = max((name for name, t in steps if t <= first), default="start")
+        pytest.fail(
+            f"{len(failed)} of {len(answers)} requests failed (from {at}): {failed[0].body}"
+        )
+    typed = [a.body["data"]["predict"]["m"] for a in answers if "predict" in a.body["data"]]
+    assert len(typed) > 200 and len(answers) - len(typed) > 200
+    for answer in typed:
+        assert answer["y"] == [float(answer["modelVersion"])] * 2  # that version's model
+    assert {a["modelVersion"] for a in typed} == {1, 2, 3}
+    print(f"{len(answers)} requests ({len(typed)} typed), 0 failed, across {len(steps)} steps")

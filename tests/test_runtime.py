@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from gateway.errors import ModelNotFoundError, ModelNotReadyError
-from gateway.versions import ModelState
+from gateway.versions import ModelState, Warmup
 from tests.conftest import identity_model, load_gateway, make_model, tensor_info, write_repository
 
 
@@ -57,8 +57,9 @@ def test_default_version_is_the_highest_ready_one(tmp_path: Path) -> None:
         gateway.runtime.close()
 
 
-def test_a_model_that_fails_warm_up_is_failed(tmp_path: Path) -> None:
-    # Reshape of one row into [2, 2] fails on the synthetic one-row input.
+def test_a_model_that_rejects_the_warm_up_is_ready_unwarmed(tmp_path: Path) -> None:
+    # Reshape of one row into [2, 2] fails on the synthetic one-row input; four values fit.
+    # (Issue 12 A1: this used to be FAILED, and a valid model was never served.)
     shape = helper.make_tensor("shape", TensorProto.INT64, [2], [2, 2])
     model = make_model(
         [helper.make_node("Reshape", ["x", "shape"], ["y"])],
@@ -70,9 +71,16 @@ def test_a_model_that_fails_warm_up_is_failed(tmp_path: Path) -> None:
     warmed, unwarmed = load_gateway(root), load_gateway(root, warmup=False)
     try:
         version = warmed.runtime.entries["r"].versions[1]
-        assert version.state is ModelState.FAILED
-        assert version.reason is not None and "ONNX Runtime failed" in version.reason
-        assert unwarmed.runtime.entries["r"].versions[1].state is ModelState.READY
+        assert version.state is ModelState.READY and version.warmup is Warmup.SKIPPED
+        assert version.warmup_skipped is not None
+        assert "cannot be reshaped to the requested shape" in version.warmup_skipped
+        answer = warmed.execute(
+            '{ infer(model: "r", inputs: [{name: "x", shape: [4], data: [1, 2, 3, 4]}]) '
+            "{ outputs { shape data } } }"
+        )
+        assert answer["data"]["infer"]["outputs"] == [{"shape": [2, 2], "data": [1, 2, 3, 4]}]
+        plain = unwarmed.runtime.entries["r"].versions[1]
+        assert plain.state is ModelState.READY and plain.warmup is Warmup.OFF
     finally:
         warmed.runtime.close()
         unwarmed.runtime.close()

@@ -22,7 +22,7 @@ from gateway.errors import (
     ModelNotReadyError,
 )
 from gateway.lifecycle import Lifecycle, ModelEvent
-from gateway.shadow import Shadow
+from gateway.shadow import Shadow, label_output
 from gateway.versions import ModelEntry
 
 __all__ = ["MUTATIONS", "VersionWeightInput", "model_events"]
@@ -39,8 +39,9 @@ class ModelEventInfo:
     model: str
     version: int | None
     kind: str = strawberry.field(
-        description="LOADING, READY, FAILED, UNLOADED, DEFAULT_CHANGED, TRAFFIC_CHANGED or "
-        "SHADOW_CHANGED."
+        description="LOADING, READY, FAILED (the version does not serve), RELOAD_FAILED (a "
+        "changed model file or model.toml did not load; the previous load still serves), "
+        "UNLOADED, DEFAULT_CHANGED, TRAFFIC_CHANGED or SHADOW_CHANGED."
     )
     reason: str | None
     at: datetime.datetime
@@ -179,7 +180,8 @@ def set_shadow(
     ] = 0.1,
 ) -> Model:
     """Mirror a share of a model's requests to another version: its answers are discarded but
-    compared with the served ones (Model.shadow, metric gateway.shadow.requests)."""
+    compared with the served ones, by label for a classifier, else by value (Model.shadow,
+    metric gateway.shadow.requests)."""
     lifecycle = _lifecycle(info)
     entry = _entry(info, name)
     if version is None:
@@ -188,7 +190,11 @@ def set_shadow(
         _ready(entry, version)
         if not 0 < share <= 1:
             raise InvalidInputError(f"share: {share} is not in (0, 1]")
-        entry.shadow = Shadow(version, share)
+        served = entry.schema_version
+        labels = None
+        if served is not None and served.signature is not None:
+            labels = label_output(entry.name, served.signature, entry.spec.config)
+        entry.shadow = Shadow(version, share, label_output=labels)
     lifecycle.emit(ModelEvent(name, version, "SHADOW_CHANGED"))
     return _info(info, entry)
 

@@ -13,9 +13,10 @@ from gateway.api.context import Info
 from gateway.auth import METADATA
 from gateway.errors import InvalidInputError
 from gateway.observability import MODEL_ATTRIBUTE, VERSION_ATTRIBUTE
+from gateway.shadow import ShadowComparison
 from gateway.signature import IOSpec
 from gateway.tensors import DataType, datatype_of, decode_tensor, encode_b64, encode_data
-from gateway.versions import ModelEntry, ModelState, ModelVersion
+from gateway.versions import ModelEntry, ModelState, ModelVersion, Warmup
 
 __all__ = [
     "InferResult",
@@ -35,6 +36,21 @@ __all__ = [
 DataTypeEnum = strawberry.enum(DataType, name="DataType", description="Tensor element type.")
 ModelStateEnum = strawberry.enum(
     ModelState, name="ModelState", description="Where a model version is in its life."
+)
+WarmupEnum = strawberry.enum(
+    Warmup,
+    name="Warmup",
+    description="How a version was warmed up before it took traffic: SYNTHETIC (one run on "
+    "zeros and empty strings), SAMPLES (model.toml's [[samples]], checked), SKIPPED (the model "
+    "rejected the synthetic input, e.g. an input that is a shape or indices: it serves "
+    "unwarmed; warmupSkipped says why), OFF (the warmup setting is off, and no samples).",
+)
+ShadowComparisonEnum = strawberry.enum(
+    ShadowComparison,
+    name="ShadowComparison",
+    description="How a shadow's answers are compared with the served ones: LABELS (a "
+    "classifier: the predicted label of every row is the same) or VALUES (every output has the "
+    "same shape, floats within rtol 1e-4, atol 1e-5, other types equal).",
 )
 
 
@@ -104,7 +120,15 @@ class ModelVersionInfo:
         description="Milliseconds to load and warm up the version."
     )
     load_error: str | None = strawberry.field(
-        description="Why the last load of changed files failed while this load kept serving."
+        description="Why the last load of changed files (the model file or model.toml) failed "
+        "while this load kept serving."
+    )
+    warmup: Warmup | None = strawberry.field(
+        description="How this load was warmed up (null until it is loaded)."
+    )
+    warmup_skipped: str | None = strawberry.field(
+        description="Why the synthetic warm-up was skipped (warmup SKIPPED): what the model "
+        "said of the synthetic input."
     )
 
 
@@ -121,9 +145,11 @@ class ShadowInfo:
     requests: int = strawberry.field(description="Requests mirrored so far.")
     agreed: int = strawberry.field(description="Mirrored requests whose outputs agreed.")
     failed: int = strawberry.field(description="Shadow runs that failed.")
+    comparison: ShadowComparison = strawberry.field(
+        description="How answers are compared: by label (a classifier) or by value."
+    )
     agreement: float | None = strawberry.field(
-        description="agreed / (requests - failed); outputs agree when shapes match and floats "
-        "are within rtol 1e-4, atol 1e-5 (other types: equal)."
+        description="agreed / (requests - failed), compared as comparison says."
     )
     mean_latency_ms: float | None = strawberry.field(
         description="Mean duration of the shadow runs."
@@ -185,6 +211,8 @@ def _version_info(mv: ModelVersion) -> ModelVersionInfo:
         state_reason=mv.reason,
         load_time_ms=None if mv.load_seconds is None else mv.load_seconds * 1000.0,
         load_error=mv.load_error,
+        warmup=mv.warmup,
+        warmup_skipped=mv.warmup_skipped,
     )
 
 
@@ -198,6 +226,7 @@ def _shadow(entry: ModelEntry) -> ShadowInfo | None:
         requests=shadow.requests,
         agreed=shadow.agreed,
         failed=shadow.failed,
+        comparison=shadow.comparison,
         agreement=shadow.agreement,
         mean_latency_ms=shadow.mean_latency_ms,
     )

@@ -22,6 +22,7 @@ from gateway.errors import InvalidInputError, UnknownCategoryError
 from gateway.observability import MODEL_ATTRIBUTE, VERSION_ATTRIBUTE
 from gateway.tensors import DataType
 from gateway.typed import InputField, OutputField, TypedModel
+from gateway.versions import ModelVersion
 
 __all__ = [
     "ClassProbability",
@@ -91,10 +92,16 @@ async def _predict(
     span: trace.Span,
 ) -> tuple[int, list[dict[str, Any]]]:
     observer = ctx.runtime.observer
-    mv = ctx.runtime.resolve(tm.model, version, caller=ctx.caller if version is None else None)
+    caller = ctx.caller if version is None else None
+    mv = ctx.runtime.resolve(tm.model, version, caller=caller)
+    fits = _fits(tm, mv)
+    if not fits and version is None:
+        # A canary split (or a default changing under a schema not rebuilt yet) picked a
+        # version with another signature: the field goes to the versions that fit it.
+        mv = ctx.runtime.resolve(tm.model, caller=caller, accept=lambda v: _fits(tm, v))
+        fits = _fits(tm, mv)
     span.set_attribute(VERSION_ATTRIBUTE, mv.version)
-    # Identity first: the default version's signature is the very object the field was built from.
-    if mv.signature is not tm.signature and mv.signature != tm.signature:
+    if not fits:
         raise InvalidInputError(
             f"version {mv.version} of model {tm.model!r} has another signature than the one its "
             "typed field was built from; call that version through infer"
@@ -124,6 +131,13 @@ async def _predict(
             for p in tm.predictions(out, len(group))
         ]
     return mv.version, values
+
+
+def _fits(tm: TypedModel, mv: ModelVersion) -> bool:
+    """Whether the typed field ``tm`` can run on ``mv``: the same inputs, outputs and labels
+    (the signatures compare what a caller sees, not the opset)."""
+    # Identity first: the default version's signature is the very object the field was built from.
+    return mv.signature is tm.signature or mv.signature == tm.signature
 
 
 def _check_size(feeds: dict[str, np.ndarray], limit: int) -> None:

@@ -22,7 +22,13 @@ from gateway.security import format_errors
 from gateway.typed import TypedModel, build_typed_model
 from gateway.versions import ModelEntry
 
-__all__ = ["RESERVED_TYPE_NAMES", "GatewaySchema", "build_schema", "build_typed_models"]
+__all__ = [
+    "RESERVED_TYPE_NAMES",
+    "GatewaySchema",
+    "build_schema",
+    "build_typed_models",
+    "typed_field_warnings",
+]
 
 #: Type names the schema defines whatever the models; a model whose types would take one of
 #: these is served through the generic API only.
@@ -46,6 +52,8 @@ RESERVED_TYPE_NAMES = frozenset(
         "VersionWeight",
         "VersionWeightInput",
         "ShadowInfo",
+        "ShadowComparison",
+        "Warmup",
         "DateTime",
         "String",
         "Int",
@@ -54,6 +62,10 @@ RESERVED_TYPE_NAMES = frozenset(
         "ID",
     }
 )
+
+
+#: Why a model whose versions could not be read (or are still loading) has no typed field.
+_UNREAD = "no version of the model could be read"
 
 
 class _Schema(strawberry.Schema):
@@ -99,7 +111,7 @@ def build_typed_models(entries: Iterable[ModelEntry]) -> dict[str, TypedModel | 
             result[entry.name] = entry.spec.problem
             continue
         if mv is None or mv.signature is None:
-            result[entry.name] = "no version of the model could be read"
+            result[entry.name] = _UNREAD
             continue
         try:
             result[entry.name] = build_typed_model(entry.name, mv.signature, entry.spec.config)
@@ -107,6 +119,20 @@ def build_typed_models(entries: Iterable[ModelEntry]) -> dict[str, TypedModel | 
             result[entry.name] = exc.message
     _mark_clashes(result)
     return result
+
+
+def typed_field_warnings(
+    entries: Iterable[ModelEntry], typed: Mapping[str, TypedModel | str]
+) -> dict[str, str]:
+    """By model, the warning that it has no typed field (what the server logs and ``gateway
+    check`` prints). Models with no readable version or a model.toml that does not parse are
+    left out: their FAILED versions say why, and one still loading will have its field."""
+    warnings: dict[str, str] = {}
+    for entry in entries:
+        reason = typed.get(entry.name)
+        if isinstance(reason, str) and reason not in (_UNREAD, entry.spec.problem):
+            warnings[entry.name] = f"model {entry.name} has no typed field: {reason}"
+    return warnings
 
 
 def _mark_clashes(result: dict[str, TypedModel | str]) -> None:

@@ -19,6 +19,7 @@ from gateway.api.caches import DocumentCache
 from gateway.api.fastpath import FastPath, PersistedQueries
 from gateway.api.limits import QueryLimits, query_limits_rule
 from gateway.api.observe import OperationObserver
+from gateway.api.schema import typed_field_warnings
 from gateway.auth import Authenticator
 from gateway.config import Settings
 from gateway.lifecycle import Lifecycle
@@ -77,6 +78,9 @@ class Gateway:
         )
         self.persisted = PersistedQueries(settings.query_cache_size)
         self.lifecycle: Lifecycle | None = None
+        #: The typed-field warnings logged so far, by model: each is said once, not again
+        #: at every rebuild.
+        self._warned: dict[str, str] = {}
         #: The initial load is done and the schema built from it (what /readyz waits for).
         self.loaded = False
         self._built_from = self._schema_key()
@@ -121,8 +125,17 @@ class Gateway:
         self._built_from = self._schema_key()
         self.current = self._build()
         self.fast = self._fast_path()
-        for name, typed in sorted(self.current.typed.items()):
-            if isinstance(typed, str):
-                logger.warning(
-                    "model %s has no typed field: %s", name, typed, extra={"model": name}
+        warnings = typed_field_warnings(self.runtime.entries.values(), self.current.typed)
+        for name, warning in sorted(warnings.items()):
+            if self._warned.get(name) != warning:
+                logger.warning("%s", warning, extra={"model": name})
+        for name in sorted(set(self._warned) - set(warnings)):
+            typed = self.current.typed.get(name)
+            if typed is not None and not isinstance(typed, str):
+                logger.info(
+                    "model %s has its typed field %s again",
+                    name,
+                    typed.field,
+                    extra={"model": name},
                 )
+        self._warned = warnings

@@ -397,15 +397,14 @@ class ModelRuntime:
         mv.warmup = Warmup.SYNTHETIC
 
     def _batcher(self, spec: ModelSpec, mv: ModelVersion) -> Batcher | None:
-        """A batcher for ``mv`` if batching is on and every input and output has a free first
-        dimension (else rows of different requests cannot be stacked and split)."""
+        """A batcher for ``mv`` if batching is on and its rows can be stacked and split
+        (``Signature.stackable``)."""
         settings, table = self._settings, spec.config.batching
         signature = mv.signature
         assert signature is not None
         if not table.get("enabled", settings.batching):
             return None
-        values = (*signature.inputs, *signature.outputs)
-        if any(not v.shape or v.shape[0] != -1 or v.kind is IOKind.MAP for v in values):
+        if not signature.stackable:
             return None
         policy = BatchPolicy(
             max_batch_size=table.get("max_batch_size", settings.max_batch_size),

@@ -94,6 +94,18 @@ class Signature:
         """
         return self._shared_first
 
+    @property
+    def stackable(self) -> bool:
+        """Whether rows of several requests can be stacked along the first dimension and the
+        outputs split back: every input and output is a tensor with a free first dimension,
+        and the inputs share it (a parameter input, such as Gather's indices ``[K]`` beside
+        ``[N, 3]``, names its own and must not be concatenated across requests)."""
+        values = (*self.inputs, *self.outputs)
+        if any(v.shape[:1] != (-1,) or v.kind is IOKind.MAP for v in values):
+            return False
+        names = {i.name for i in self.inputs}
+        return len(names) <= 1 or any(set(group) == names for group in self._shared_first)
+
     def input(self, name: str) -> IOSpec | None:
         """The input called ``name``, if any."""
         return self._inputs_by_name.get(name)

@@ -251,9 +251,7 @@ def build_typed_model(name: str, signature: Signature, config: ModelConfig) -> T
     field = field_name(name, role="model")
     if stem is None or field is None:
         raise ConfigError(f"no GraphQL name can be derived from the model name {name!r}")
-    batched = all(len(i.shape) >= 1 and i.shape[0] == -1 for i in signature.inputs) and all(
-        len(o.shape) >= 1 and o.shape[0] == -1 for o in signature.outputs
-    )
+    batched = signature.stackable
     inputs = tuple(_input_fields(signature, config, batched))
     if not inputs:  # GraphQL has no empty input types
         raise ConfigError("the model has no inputs; a typed field needs at least one")

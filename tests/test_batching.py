@@ -115,13 +115,14 @@ def test_requests_the_loop_is_still_reading_join_the_batch(
     assert [r["y"].item() for r in results] == [2 * i for i in range(12)]
     assert run.sizes == [12]
 
-    async def alone() -> dict[str, np.ndarray]:  # and a lone request is not held back
+    async def alone() -> float:  # and a lone request is not held back
         started = time.perf_counter()
         result = await batcher.submit(_feeds(7), None)
-        assert time.perf_counter() - started < 0.005
-        return result
+        assert result["y"].item() == 14
+        return time.perf_counter() - started
 
-    assert asyncio.run(alone())["y"].item() == 14
+    # The best of a few: on a busy machine one request can wait for the CPU, not the batcher.
+    assert min(asyncio.run(alone()) for _ in range(5)) < 0.005
 
 
 def test_batches_respect_max_batch_size_and_a_big_request_runs_alone(
@@ -272,3 +273,25 @@ def test_overload_is_a_503_with_retry_after(tmp_path: Path) -> None:
         assert response.json()["errors"][0]["extensions"]["code"] == "OVERLOADED"
     served = _run_sizes([r for r in responses if r.status_code != 503])
     assert served and len(served) + len(shed) == 64
+
+
+def test_a_parameter_input_is_never_stacked_across_requests(gateway_factory: Any) -> None:
+    # y = x[:, idx]: x's rows may be stacked, but idx is a parameter with its own dimension K.
+    # Stacked, [0, 2] and [1] became [0, 2, 1] for both requests.
+    gather = make_model(
+        [helper.make_node("Gather", ["x", "idx"], ["y"], axis=1)],
+        [tensor_info("x", F, ["N", 3]), tensor_info("idx", TensorProto.INT64, ["K"])],
+        [tensor_info("y", F, ["N", "K"])],
+    )
+    gw: InProcessGateway = gateway_factory({"pick/1": gather})
+    assert gw.runtime.entries["pick"].versions[1].batcher is None
+    alias = (
+        '{name}: infer(model: "pick", inputs: [{{name: "x", shape: [1, 3], data: [10, 20, 30]}}, '
+        '{{name: "idx", shape: [{k}], data: {idx}}}]) {{ outputs {{ shape data }} }}'
+    )
+    query = "{ " + alias.format(name="a", k=2, idx="[0, 2]")
+    query += " " + alias.format(name="b", k=1, idx="[1]") + " }"
+    answer = gw.execute(query)
+    assert "errors" not in answer, answer
+    assert answer["data"]["a"]["outputs"] == [{"shape": [1, 2], "data": [10.0, 30.0]}]
+    assert answer["data"]["b"]["outputs"] == [{"shape": [1, 1], "data": [20.0]}]

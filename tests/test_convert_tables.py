@@ -359,8 +359,14 @@ def test_a_model_predicting_other_classes_fails_parity() -> None:
     from gateway.convert_check import ParityError, parity
 
     probabilities = np.tile([[0.9, 0.1]], (10, 1)).astype(np.float32)
-    original = {"label": np.zeros(10, dtype=np.int64), "probabilities": probabilities}
-    converted = {"label": np.ones(10, dtype=np.int64), "probabilities": probabilities}
+    original: dict[str, np.ndarray] = {
+        "label": np.zeros(10, dtype=np.int64),
+        "probabilities": probabilities,
+    }
+    converted: dict[str, Any] = {
+        "label": np.ones(10, dtype=np.int64),
+        "probabilities": probabilities,
+    }
     with pytest.raises(ParityError, match=r"agrees on 0\.0% of the sample rows"):
         parity(original, converted, 1e-4, labels=["a", "b"])
     assert parity(original, dict(original), 1e-4)["label_agreement"] == 1.0

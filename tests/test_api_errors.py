@@ -337,20 +337,20 @@ CASES: dict[str, tuple[str, str, dict[str, Any] | None, str]] = {
         "BAD_USER_INPUT",
         INFER,
         infer_vars("m", [x()], version="one"),
-        "Variable '$version' has invalid value: Int cannot represent non-integer value: 'one'",
+        "Variable '$version' has invalid value: Int cannot represent non-integer value: \"one\"",
     ),
     "variable with a bad enum value": (
         "BAD_USER_INPUT",
         INFER,
         infer_vars("m", [x(datatype="FP128")]),
-        "Variable '$inputs' has invalid value at [0].datatype: Value 'FP128' does not exist...",
+        "Variable '$inputs' has invalid value at [0].datatype: Value \"FP128\" does not exist...",
     ),
     "typed variable missing a field": (
         "BAD_USER_INPUT",
         "query($row: TwoInput!) { predict { two(input: $row) { sum } } }",
         {"row": {"a": [1, 2, 3]}},
         "Variable '$row' has invalid value: Expected value of type 'TwoInput' to include "
-        "required field 'b', found: {'a': [1, 2, 3]}.",
+        "required field 'b', found: {\"a\": [1, 2, 3]}.",
     ),
     "missing variable": (
         "BAD_USER_INPUT",

@@ -144,5 +144,7 @@ def configure_logging(level: str, fmt: str, *, stream: TextIO | None = None) -> 
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+        # The root's level decides (a uvicorn.Config made earlier in the process set its own).
+        logger.setLevel(logging.NOTSET)
     # The gateway writes its own access line per GraphQL operation; uvicorn's adds nothing.
     logging.getLogger("uvicorn.access").disabled = True

@@ -136,6 +136,10 @@ class Settings:
     max_depth: int = field(default=15, metadata=_doc("Deepest field nesting of an operation."))
     max_aliases: int = field(default=30, metadata=_doc("Most aliases in an operation."))
     max_directives: int = field(default=20, metadata=_doc("Most directives in an operation."))
+    max_fields: int = field(
+        default=5000,
+        metadata=_doc("Most fields in an operation, fragments expanded (each spread counts)."),
+    )
     max_tokens: int = field(
         default=2000,
         metadata=_doc("Most tokens in a GraphQL document (send big inputs as variables)."),
@@ -316,7 +320,14 @@ class Settings:
         _check_min("inference_threads", self.inference_threads, 1)
         _check_min("max_tensor_elements", self.max_tensor_elements, 1)
         _check_min("max_batch_rows", self.max_batch_rows, 1)
-        for key in ("max_body_bytes", "max_depth", "max_aliases", "max_tokens", "max_cost"):
+        for key in (
+            "max_body_bytes",
+            "max_depth",
+            "max_aliases",
+            "max_fields",
+            "max_tokens",
+            "max_cost",
+        ):
             _check_min(key, getattr(self, key), 1)
         _check_min("max_directives", self.max_directives, 0)
         _check_min("max_batch_size", self.max_batch_size, 1)

@@ -8,13 +8,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import graphql
 import numpy as np
 import onnx.numpy_helper
 import pytest
 from onnx import TensorProto, helper
 
 from gateway.api.limits import too_many_tokens
-from tests.conftest import make_model, tensor_info, write_repository
+from gateway.api.plan import compile_operation
+from tests.conftest import InProcessGateway, make_model, tensor_info, write_repository
 from tests.test_auth import _app, _code
 from tests.test_lifecycle import _scaled
 
@@ -25,6 +27,16 @@ def _aliases(count: int) -> str:
     return (
         "{ predict { " + " ".join(f"a{i}: m(input: {ROW}) {{ y }}" for i in range(count)) + " } }"
     )
+
+
+def _fragment_bomb(levels: int, leaf: str = "__typename") -> str:
+    """Issue 13, finding 1: each fragment spreads the one before twice, so the operation
+    expands to 2**levels copies of ``leaf`` (21 levels: 857 bytes)."""
+    fragments = [f"fragment F0 on Query {{ {leaf} }}"]
+    fragments += [
+        f"fragment F{i} on Query {{ ...F{i - 1} ...F{i - 1} }}" for i in range(1, levels + 1)
+    ]
+    return f"{{ ...F{levels} }} " + " ".join(fragments)
 
 
 def _slow() -> onnx.ModelProto:
@@ -115,3 +127,35 @@ def test_the_token_estimate_stops_at_the_limit() -> None:
     started = time.perf_counter()
     assert too_many_tokens(huge, 2000)
     assert time.perf_counter() - started < 0.5  # stops at the limit, not at the end
+
+
+def test_a_fragment_bomb_is_refused_in_milliseconds(limited: Any) -> None:
+    bomb = _fragment_bomb(21)
+    assert len(bomb) < 900
+    # POST takes the compiled path's rules, GET Strawberry's.
+    for method, options in (
+        ("POST", {"json": {"query": bomb}}),
+        ("GET", {"params": {"query": bomb}}),
+    ):
+        started = time.perf_counter()
+        body = limited.request(method, "/graphql", **options).json()
+        assert time.perf_counter() - started < 0.5  # it was 12 s, the event loop blocked
+        assert _code(body) == "QUERY_TOO_COMPLEX"
+        assert "selects 2097152 fields, fragments expanded; at most 5000" in str(body)
+
+
+def test_a_fragment_spread_twice_runs_once_on_both_paths(limited: Any) -> None:
+    query = _fragment_bomb(3, leaf="models { name }")
+    compiled = limited.post("/graphql", json={"query": query}).json()
+    normal = limited.get("/graphql", params={"query": query}).json()
+    assert compiled["data"] == normal["data"] == {"models": [{"name": "m"}]}
+
+
+def test_compiling_a_fragment_bomb_takes_one_walk(example_gateway: InProcessGateway) -> None:
+    # What the limits let through is compiled; a fragment spread again in the same selection
+    # set is collected once, as graphql-core's executor does (the plan expanded each spread).
+    schema = example_gateway.built.schema._schema
+    started = time.perf_counter()
+    plan = compile_operation(schema, graphql.parse(_fragment_bomb(24)), None)
+    assert time.perf_counter() - started < 0.5
+    assert [f.key for f in plan.fields] == ["__typename"]

@@ -49,16 +49,18 @@ class QueryLimits:
     max_directives: int = 20
     max_tokens: int = 2000
     max_cost: int = 4096
+    max_fields: int = 5000
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QueryLimits:
         """The limits ``settings`` configure."""
         return cls(
-            settings.max_depth,
-            settings.max_aliases,
-            settings.max_directives,
-            settings.max_tokens,
-            settings.max_cost,
+            max_depth=settings.max_depth,
+            max_aliases=settings.max_aliases,
+            max_directives=settings.max_directives,
+            max_tokens=settings.max_tokens,
+            max_cost=settings.max_cost,
+            max_fields=settings.max_fields,
         )
 
 
@@ -98,7 +100,7 @@ def too_many_tokens(query: str, limit: int) -> bool:
 
 
 def query_limits_rule(limits: QueryLimits) -> type[ASTValidationRule]:
-    """A validation rule enforcing ``limits`` (depth, aliases, directives, literal cost)."""
+    """A validation rule enforcing ``limits`` (depth, aliases, directives, fields, literal cost)."""
 
     class QueryLimitsRule(ASTValidationRule):
         def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
@@ -108,75 +110,116 @@ def query_limits_rule(limits: QueryLimits) -> type[ASTValidationRule]:
                 for d in context.document.definitions
                 if isinstance(d, FragmentDefinitionNode)
             }
-            walk = _Walk(fragments)
-            walk.selections(node.selection_set, 1, in_predict=False)
-            walk.directives += len(node.directives or ())
-            for problem in _problems(walk, limits):
+            summary = _Walk(fragments).selection_set(node.selection_set, _ROOT)
+            summary.directives += len(node.directives or ())
+            for problem in _problems(summary, limits):
                 context.report_error(GraphQLError(problem, node, extensions={"code": TOO_COMPLEX}))
 
     return QueryLimitsRule
 
 
-def _problems(walk: _Walk, limits: QueryLimits) -> list[str]:
+def _problems(summary: _Summary, limits: QueryLimits) -> list[str]:
     problems = []
-    if walk.depth > limits.max_depth:
-        problems.append(f"the operation is nested {walk.depth} deep; at most {limits.max_depth}")
-    if walk.aliases > limits.max_aliases:
-        problems.append(f"the operation has {walk.aliases} aliases; at most {limits.max_aliases}")
-    if walk.directives > limits.max_directives:
+    if summary.depth > limits.max_depth:
+        problems.append(f"the operation is nested {summary.depth} deep; at most {limits.max_depth}")
+    if summary.aliases > limits.max_aliases:
         problems.append(
-            f"the operation has {walk.directives} directives; at most {limits.max_directives}"
+            f"the operation has {summary.aliases} aliases; at most {limits.max_aliases}"
         )
-    if walk.cost > limits.max_cost:
+    if summary.directives > limits.max_directives:
         problems.append(
-            f"the operation asks for {walk.cost} model rows; at most {limits.max_cost} "
+            f"the operation has {summary.directives} directives; at most {limits.max_directives}"
+        )
+    if summary.fields > limits.max_fields:
+        problems.append(
+            f"the operation selects {summary.fields} fields, fragments expanded; at most "
+            f"{limits.max_fields} (max_fields)"
+        )
+    if summary.cost > limits.max_cost:
+        problems.append(
+            f"the operation asks for {summary.cost} model rows; at most {limits.max_cost} "
             "(max_cost): split it into several requests"
         )
     return problems
 
 
+# Where a selection set sits: what its fields cost depends on it (a typed prediction field
+# under ``predict``, ``infer`` at the root).
+_ROOT, _PREDICT, _OTHER = 0, 1, 2
+
+
+@dataclass(slots=True)
+class _Summary:
+    """What a selection set asks for, fragments expanded."""
+
+    depth: int = 0  # its deepest field; a field of the set itself is 1
+    aliases: int = 0
+    directives: int = 0
+    fields: int = 0
+    cost: int = 0
+
+    def add(self, other: _Summary, *, below: bool = False) -> None:
+        self.depth = max(self.depth, other.depth + 1 if below else other.depth)
+        self.aliases += other.aliases
+        self.directives += other.directives
+        self.fields += other.fields
+        self.cost += other.cost
+
+
+_NOTHING = _Summary()
+
+
 class _Walk:
-    """Depth, aliases, directives and literal rows of a selection, fragments expanded (each
-    spread counts again: that is what executing it costs)."""
+    """Summaries of an operation's selection sets, fragments expanded: each spread counts
+    again (an upper bound of what executing it costs), but each fragment is walked once per
+    place it is spread (root, ``predict``, elsewhere) and its summary reused. Expanding it
+    at every spread instead doubles the work with each level of ``fragment F2 { ...F1 ...F1 }``:
+    a 1 KB document kept the event loop busy for hours."""
 
     def __init__(self, fragments: dict[str, FragmentDefinitionNode]) -> None:
         self._fragments = fragments
+        self._summaries: dict[tuple[str, int], _Summary] = {}
         self._expanding: set[str] = set()
-        self.depth = 0
-        self.aliases = 0
-        self.directives = 0
-        self.cost = 0
 
-    def selections(self, selection_set: SelectionSetNode, depth: int, *, in_predict: bool) -> None:
+    def selection_set(self, selection_set: SelectionSetNode, where: int) -> _Summary:
+        summary = _Summary()
         for selection in selection_set.selections:
-            self.directives += len(selection.directives or ())
+            summary.directives += len(selection.directives or ())
             if isinstance(selection, FieldNode):
-                self._field(selection, depth, in_predict=in_predict)
+                summary.add(self._field(selection, where))
             elif isinstance(selection, InlineFragmentNode):
-                self.selections(selection.selection_set, depth, in_predict=in_predict)
+                summary.add(self.selection_set(selection.selection_set, where))
             elif isinstance(selection, FragmentSpreadNode):
-                name = selection.name.value
-                fragment = self._fragments.get(name)
-                if fragment is None or name in self._expanding:
-                    continue  # unknown or cyclic: other validation rules report it
-                self._expanding.add(name)
-                self.directives += len(fragment.directives or ())
-                self.selections(fragment.selection_set, depth, in_predict=in_predict)
-                self._expanding.discard(name)
+                summary.add(self._fragment(selection.name.value, where))
+        return summary
 
-    def _field(self, node: FieldNode, depth: int, *, in_predict: bool) -> None:
-        self.depth = max(self.depth, depth)
-        if node.alias is not None:
-            self.aliases += 1
+    def _fragment(self, name: str, where: int) -> _Summary:
+        known = self._summaries.get((name, where))
+        if known is not None:
+            return known
+        fragment = self._fragments.get(name)
+        if fragment is None or name in self._expanding:
+            return _NOTHING  # unknown or cyclic: other validation rules report it
+        self._expanding.add(name)
+        summary = self.selection_set(fragment.selection_set, where)
+        summary.directives += len(fragment.directives or ())
+        self._expanding.discard(name)
+        self._summaries[(name, where)] = summary
+        return summary
+
+    def _field(self, node: FieldNode, where: int) -> _Summary:
+        summary = _Summary(depth=1, aliases=int(node.alias is not None), fields=1)
         name = node.name.value
         arguments = {a.name.value: a.value for a in node.arguments or ()}
-        if in_predict and not name.startswith("__"):
+        if where == _PREDICT and not name.startswith("__"):
             batch = arguments.get("inputs")
-            self.cost += len(batch.values) if isinstance(batch, ListValueNode) else 1
-        elif name == "infer" and depth == 1:
-            self.cost += _infer_rows(arguments.get("inputs"))
+            summary.cost = len(batch.values) if isinstance(batch, ListValueNode) else 1
+        elif where == _ROOT and name == "infer":
+            summary.cost = _infer_rows(arguments.get("inputs"))
         if node.selection_set is not None:
-            self.selections(node.selection_set, depth + 1, in_predict=name == "predict")
+            below = _PREDICT if name == "predict" else _OTHER
+            summary.add(self.selection_set(node.selection_set, below), below=True)
+        return summary
 
 
 def _infer_rows(inputs: Any) -> int:

@@ -140,6 +140,12 @@ class Settings:
         default=5000,
         metadata=_doc("Most fields in an operation, fragments expanded (each spread counts)."),
     )
+    max_query_bytes: int = field(
+        default=102_400,
+        metadata=_doc(
+            "Longest GraphQL document accepted, in bytes (send big inputs as variables)."
+        ),
+    )
     max_tokens: int = field(
         default=2000,
         metadata=_doc("Most tokens in a GraphQL document (send big inputs as variables)."),
@@ -156,6 +162,13 @@ class Settings:
     query_cache_size: int = field(
         default=1024,
         metadata=_doc("Distinct operations whose parsed and validated document is kept."),
+    )
+    query_cache_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata=_doc(
+            "Memory each query cache (documents, compiled plans, persisted queries) may hold, "
+            "in bytes (estimated); the least recently used go first."
+        ),
     )
     batching: bool = field(
         default=True,
@@ -325,6 +338,7 @@ class Settings:
             "max_depth",
             "max_aliases",
             "max_fields",
+            "max_query_bytes",
             "max_tokens",
             "max_cost",
         ):
@@ -332,6 +346,7 @@ class Settings:
         _check_min("max_directives", self.max_directives, 0)
         _check_min("max_batch_size", self.max_batch_size, 1)
         _check_min("query_cache_size", self.query_cache_size, 1)
+        _check_min("query_cache_bytes", self.query_cache_bytes, 1)
         _check_min("max_delay_us", self.max_delay_us, 0)
         _check_min("max_queue", self.max_queue, 1)
 

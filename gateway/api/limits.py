@@ -2,12 +2,15 @@
 
 Every limit answers ``QUERY_TOO_COMPLEX`` (or, for the body size, HTTP 413), on every path:
 
+* the document's text: ``max_query_bytes``, checked before anything else (inputs belong in
+  variables), so that no cache, parse or log holds a document of megabytes;
 * tokens: parsing stops past ``max_tokens`` (graphql-core's own limit);
-* depth, aliases and directives, and the *cost*: a validation rule, run by Strawberry's
-  validation and by the compiled path's (``QueryLimitsRule``). The cost is the model rows the
-  document asks for in literals: one per typed prediction field, the length of a batch field's
-  list, the first dimension of each ``infer`` input. Rows that arrive in variables are counted
-  as each field starts (``RowBudget``): a batch field whose rows exceed the budget is refused
+* depth, aliases, directives, fields (fragments expanded), and the *cost*: a validation rule,
+  run by Strawberry's validation and by the compiled path's (``QueryLimitsRule``). The cost
+  is the model rows the document asks for in literals: one per typed prediction field, the
+  length of a batch field's list, the first dimension of each ``infer`` input. Rows that
+  arrive in variables are counted as each field starts (``RowBudget``): a batch field whose
+  rows exceed the budget is refused
   before anything of it runs.
 """
 
@@ -35,7 +38,14 @@ from graphql import (
 from gateway.config import Settings
 from gateway.errors import QueryTooComplexError
 
-__all__ = ["TOO_COMPLEX", "QueryLimits", "RowBudget", "query_limits_rule", "too_many_tokens"]
+__all__ = [
+    "TOO_COMPLEX",
+    "QueryLimits",
+    "RowBudget",
+    "document_too_large",
+    "query_limits_rule",
+    "too_many_tokens",
+]
 
 TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 
@@ -50,6 +60,7 @@ class QueryLimits:
     max_tokens: int = 2000
     max_cost: int = 4096
     max_fields: int = 5000
+    max_query_bytes: int = 102_400
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QueryLimits:
@@ -61,6 +72,7 @@ class QueryLimits:
             max_tokens=settings.max_tokens,
             max_cost=settings.max_cost,
             max_fields=settings.max_fields,
+            max_query_bytes=settings.max_query_bytes,
         )
 
 
@@ -89,6 +101,21 @@ _TOKEN = re.compile(
     r'"""(?:[^"]|"(?!""))*"""|"(?:[^"\\\n]|\\.)*"|[_A-Za-z][_0-9A-Za-z]*'
     r"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|\.\.\.|[!$&()\[\]{}:=@|]"
 )
+
+
+def document_too_large(query: str, limit: int) -> str | None:
+    """Why ``query`` is refused unparsed (longer than ``limit`` bytes in UTF-8), or None."""
+    size = len(query)
+    if size * 4 <= limit:  # a character is at most four bytes
+        return None
+    if size <= limit:
+        size = len(query.encode())
+        if size <= limit:
+            return None
+    return (
+        f"the document is {size} bytes long; at most {limit} (max_query_bytes): send inputs "
+        "as variables"
+    )
 
 
 def too_many_tokens(query: str, limit: int) -> bool:

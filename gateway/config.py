@@ -159,6 +159,16 @@ class Settings:
     max_batch_rows: int = field(
         default=4096, metadata=_doc("Most rows one typed batch field may carry.")
     )
+    max_string_bytes: int = field(
+        default=65_536,
+        metadata=_doc("Longest string accepted as a model input (a feature, a BYTES element)."),
+    )
+    max_operation_string_bytes: int = field(
+        default=1_048_576,
+        metadata=_doc(
+            "Most bytes of strings one operation may send to models; a variable counts at each use."
+        ),
+    )
     query_cache_size: int = field(
         default=1024,
         metadata=_doc("Distinct operations whose parsed and validated document is kept."),
@@ -339,6 +349,8 @@ class Settings:
             "max_aliases",
             "max_fields",
             "max_query_bytes",
+            "max_string_bytes",
+            "max_operation_string_bytes",
             "max_tokens",
             "max_cost",
         ):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,16 @@ import onnx.numpy_helper
 import pytest
 from onnx import TensorProto, helper
 
-from gateway.api.limits import too_many_tokens
+from gateway.api.limits import RowBudget, too_many_tokens
 from gateway.api.plan import compile_operation
-from tests.conftest import InProcessGateway, make_model, tensor_info, write_repository
+from gateway.errors import InvalidInputError, QueryTooComplexError
+from tests.conftest import (
+    InProcessGateway,
+    LiveServer,
+    make_model,
+    tensor_info,
+    write_repository,
+)
 from tests.test_auth import _app, _code
 from tests.test_lifecycle import _scaled
 
@@ -37,6 +45,16 @@ def _fragment_bomb(levels: int, leaf: str = "__typename") -> str:
         f"fragment F{i} on Query {{ ...F{i - 1} ...F{i - 1} }}" for i in range(1, levels + 1)
     ]
     return f"{{ ...F{levels} }} " + " ".join(fragments)
+
+
+def _echo() -> onnx.ModelProto:
+    """y = x, strings."""
+    shape: list[int | str | None] = ["N", 1]
+    return make_model(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        [tensor_info("x", TensorProto.STRING, shape)],
+        [tensor_info("y", TensorProto.STRING, shape)],
+    )
 
 
 def _slow() -> onnx.ModelProto:
@@ -159,3 +177,64 @@ def test_compiling_a_fragment_bomb_takes_one_walk(example_gateway: InProcessGate
     plan = compile_operation(schema, graphql.parse(_fragment_bomb(24)), None)
     assert time.perf_counter() - started < 0.5
     assert [f.key for f in plan.fields] == ["__typename"]
+
+
+def test_a_budget_counts_the_utf8_bytes_of_every_kind_of_string() -> None:
+    budget = RowBudget(10, max_string_bytes=4, string_bytes=10)
+    # 2 + 2 bytes; numbers do not count
+    budget.spend_strings({"a": np.array([["é", "ab"]], dtype=object), "n": np.zeros(3)})
+    budget.spend_strings({"u": np.array(["abc"]), "b": np.array([b"ab"])})  # 5 more: 9
+    with pytest.raises(InvalidInputError, match="a string of 5 bytes; at most 4"):
+        budget.spend_strings({"a": np.array(["abcde"], dtype=object)})
+    with pytest.raises(QueryTooComplexError, match="more than 10 bytes of strings"):
+        budget.spend_strings({"a": np.array(["ab"], dtype=object)})
+    budget.spend_strings({"a": np.array(["a"], dtype=object)})  # what a refusal left: 1
+
+
+@pytest.fixture
+def strings(tmp_path: Path) -> Any:
+    root = write_repository(tmp_path / "repo", {"s/1": _echo()})
+    yield from _app(
+        root, GATEWAY_MAX_STRING_BYTES="1000", GATEWAY_MAX_OPERATION_STRING_BYTES="3000"
+    )
+
+
+def test_string_bytes_are_budgeted_at_each_use_of_a_variable(strings: Any) -> None:
+    fields = " ".join(f"a{i}: s(input: {{x: $t}}) {{ y }}" for i in range(5))
+    query = f"query($t: String!) {{ predict {{ {fields} }} }}"
+    variables = {"t": "a" * 800}  # five uses of 800 bytes: 4000, over the 3000 of the budget
+    compiled = strings.post("/graphql", json={"query": query, "variables": variables}).json()
+    params = {"query": query, "variables": json.dumps(variables)}
+    normal = strings.get("/graphql", params=params).json()
+    for body in (compiled, normal):
+        answered = {k for k, v in body["data"]["predict"].items() if v is not None}
+        assert answered == {"a0", "a1", "a2"}, body
+        codes = {e["extensions"]["code"] for e in body["errors"]}
+        assert codes == {"QUERY_TOO_COMPLEX"} and "max_operation_string_bytes" in str(body)
+    # One string over max_string_bytes (600 characters, 1200 bytes) runs nowhere.
+    body = strings.post("/graphql", json={"query": query, "variables": {"t": "é" * 600}}).json()
+    assert body["data"]["predict"] == {f"a{i}": None for i in range(5)}
+    assert {e["extensions"]["code"] for e in body["errors"]} == {"BAD_USER_INPUT"}
+    assert "a string of 1200 bytes; at most 1000 (max_string_bytes)" in str(body)
+    infer = (
+        'query($d: JSON) { infer(model: "s", inputs: [{name: "x", shape: [4, 1], data: $d}]) '
+        "{ version } }"
+    )
+    body = strings.post("/graphql", json={"query": infer, "variables": {"d": ["a" * 900] * 4}})
+    assert _code(body.json()) == "QUERY_TOO_COMPLEX"
+    body = strings.post("/graphql", json={"query": infer, "variables": {"d": ["a" * 700] * 4}})
+    assert _code(body.json()) is None
+
+
+@pytest.mark.e2e
+def test_replay_one_large_string_used_by_thirty_aliases(example_server: LiveServer) -> None:
+    # Issue 13, finding 4: a 3.8 MB variable at 30 uses ran for 12 s and peaked at 2.8 GB.
+    fields = " ".join(f"a{i}: datasetTopic(input: {{text: $t}}) {{ label }}" for i in range(30))
+    query = f"query($t: String!) {{ predict {{ {fields} }} }}"
+    text = ("the length and width of the sepals and petals " * 90_000)[:3_800_000]
+    started = time.perf_counter()
+    response = example_server.graphql(query, {"t": text})
+    assert time.perf_counter() - started < 2
+    body = response.json()
+    assert body["data"]["predict"] == {f"a{i}": None for i in range(30)}
+    assert {e["extensions"]["code"] for e in body["errors"]} == {"BAD_USER_INPUT"}

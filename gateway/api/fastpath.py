@@ -25,7 +25,6 @@ from gateway.api.execute import coerce_variables, execute_plan
 from gateway.api.limits import (
     TOO_COMPLEX,
     QueryLimits,
-    RowBudget,
     document_too_large,
     query_limits_rule,
     too_many_tokens,
@@ -161,7 +160,7 @@ class FastPath:
         if isinstance(coerced, list):  # the normal path words these errors
             return None
         record = OperationRecord(ctx)
-        ctx.budget = RowBudget(self._limits.max_cost)
+        ctx.budget = self._limits.budget()
         result = await execute_plan(plan, coerced, ctx)
         if kept is None and not refused(result.errors):
             # Plans hold their document; measured, the rest adds a fifth at most.

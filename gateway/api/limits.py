@@ -17,10 +17,12 @@ Every limit answers ``QUERY_TOO_COMPLEX`` (or, for the body size, HTTP 413), on 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
+import numpy as np
 from graphql import (
     ASTValidationRule,
     FieldNode,
@@ -36,9 +38,11 @@ from graphql import (
 )
 
 from gateway.config import Settings
-from gateway.errors import QueryTooComplexError
+from gateway.errors import InvalidInputError, QueryTooComplexError
 
 __all__ = [
+    "DEFAULT_MAX_OPERATION_STRING_BYTES",
+    "DEFAULT_MAX_STRING_BYTES",
     "TOO_COMPLEX",
     "QueryLimits",
     "RowBudget",
@@ -48,6 +52,8 @@ __all__ = [
 ]
 
 TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+DEFAULT_MAX_STRING_BYTES = 65_536
+DEFAULT_MAX_OPERATION_STRING_BYTES = 1_048_576
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +67,8 @@ class QueryLimits:
     max_cost: int = 4096
     max_fields: int = 5000
     max_query_bytes: int = 102_400
+    max_string_bytes: int = DEFAULT_MAX_STRING_BYTES
+    max_operation_string_bytes: int = DEFAULT_MAX_OPERATION_STRING_BYTES
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QueryLimits:
@@ -73,17 +81,38 @@ class QueryLimits:
             max_cost=settings.max_cost,
             max_fields=settings.max_fields,
             max_query_bytes=settings.max_query_bytes,
+            max_string_bytes=settings.max_string_bytes,
+            max_operation_string_bytes=settings.max_operation_string_bytes,
+        )
+
+    def budget(self) -> RowBudget:
+        """What one operation may send to models, whole."""
+        return RowBudget(
+            self.max_cost,
+            max_string_bytes=self.max_string_bytes,
+            string_bytes=self.max_operation_string_bytes,
         )
 
 
 class RowBudget:
-    """Model rows an operation may still run (counted as each prediction field starts)."""
+    """Model rows an operation may still run, and string bytes it may still send to models
+    (counted as each prediction field starts: a variable used by several fields counts for
+    each, as each runs the model on it)."""
 
-    __slots__ = ("_left", "_limit")
+    __slots__ = ("_left", "_limit", "_max_string", "_strings", "_strings_left")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(
+        self,
+        limit: int,
+        *,
+        max_string_bytes: int = DEFAULT_MAX_STRING_BYTES,
+        string_bytes: int = DEFAULT_MAX_OPERATION_STRING_BYTES,
+    ) -> None:
         self._limit = limit
         self._left = limit
+        self._max_string = max_string_bytes
+        self._strings = string_bytes
+        self._strings_left = string_bytes
 
     def spend(self, rows: int) -> None:
         """Take ``rows``; raises QueryTooComplexError when the operation would exceed it."""
@@ -93,6 +122,42 @@ class RowBudget:
                 "split it into several requests"
             )
         self._left -= rows
+
+    def spend_strings(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """Take the string bytes (UTF-8) of ``feeds``, before they run.
+
+        Raises:
+            InvalidInputError: one string is longer than ``max_string_bytes``.
+            QueryTooComplexError: the operation would send more than its string budget.
+        """
+        total = 0
+        for name, array in feeds.items():
+            if array.dtype.kind not in "OUS":
+                continue
+            for value in array.flat:
+                size = _utf8_length(value)
+                if size > self._max_string:
+                    raise InvalidInputError(
+                        f"input {name!r} has a string of {size} bytes; at most "
+                        f"{self._max_string} (max_string_bytes)"
+                    )
+                total += size
+        if total > self._strings_left:
+            raise QueryTooComplexError(
+                f"the operation sends more than {self._strings} bytes of strings to models "
+                "(max_operation_string_bytes; each use of a variable counts): split it into "
+                "several requests"
+            )
+        self._strings_left -= total
+
+
+def _utf8_length(value: object) -> int:
+    if isinstance(value, str):
+        # ASCII is one byte a character, which CPython knows without looking.
+        return len(value) if value.isascii() else len(value.encode(errors="surrogatepass"))
+    if isinstance(value, bytes):
+        return len(value)
+    return 0  # not a string: the decoder refuses it
 
 
 # GraphQL's tokens, near enough to bound a document's size before parsing it (a string is one

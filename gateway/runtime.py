@@ -2,6 +2,10 @@
 
 ONNX Runtime errors are translated here: a run that ORT rejects as an invalid argument is the
 caller's fault (``InvalidInputError``); anything else is ours (``InferenceError``).
+
+A run nobody waits for any more (its caller timed out or went away) is stopped: every run
+gets ``RunOptions`` whose ``terminate`` flag its ``Cancellation`` sets, and ONNX Runtime checks
+it between two operators.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from gateway.batching import Batcher, BatchPolicy
+from gateway.batching import Batcher, BatchPolicy, Cancellation
 from gateway.config import SessionOptions, Settings
 from gateway.errors import (
     ConfigError,
@@ -37,6 +41,7 @@ from gateway.errors import (
     ModelLoadError,
     ModelNotFoundError,
     ModelNotReadyError,
+    RequestTimeoutError,
 )
 from gateway.observability import MODEL_ATTRIBUTE, VERSION_ATTRIBUTE, Observer
 from gateway.repository import ModelSpec, RepositoryScan
@@ -268,9 +273,21 @@ class ModelRuntime:
         # run_in_executor does not carry context variables: the worker gets the caller's, so
         # that its spans have the right parent.
         context = contextvars.copy_context()
-        return await loop.run_in_executor(
-            self._executor, context.run, self._traced_run, mv, feeds, outputs, submitted
-        )
+        cancellation = Cancellation()
+        try:
+            return await loop.run_in_executor(
+                self._executor,
+                context.run,
+                self._traced_run,
+                mv,
+                feeds,
+                outputs,
+                submitted,
+                cancellation,
+            )
+        except asyncio.CancelledError:  # the caller went away: so does the run
+            cancellation.cancel()
+            raise
 
     def _traced_run(
         self,
@@ -278,6 +295,7 @@ class ModelRuntime:
         feeds: Mapping[str, np.ndarray],
         outputs: Sequence[str] | None,
         submitted: int,
+        cancellation: Cancellation,
     ) -> dict[str, np.ndarray]:
         started = time.time_ns()
         with self._waiting_lock:
@@ -297,7 +315,7 @@ class ModelRuntime:
             "gateway.run",
             {**labels, "gateway.batch.size": rows, "gateway.batch.requests": 1},
         ):
-            result = _run_session(mv, feeds, outputs)
+            result = _run_session(mv, feeds, outputs, cancellation)
         instruments.inference_duration.record((time.time_ns() - started) / 1e9, labels)
         instruments.batch_size.record(rows, labels)
         return result
@@ -390,7 +408,7 @@ class ModelRuntime:
         return Batcher(
             model=mv.model,
             version=mv.version,
-            run=lambda feeds, outputs: _run_session(mv, feeds, outputs),
+            run=lambda feeds, outputs, cancellation: _run_session(mv, feeds, outputs, cancellation),
             executor=self._executor,
             policy=policy,
             observer=lambda: self.observer,
@@ -484,17 +502,27 @@ def _create_session(path: Path, options: SessionOptions) -> ort.InferenceSession
 
 
 def _run_session(
-    mv: ModelVersion, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None
+    mv: ModelVersion,
+    feeds: Mapping[str, np.ndarray],
+    outputs: Sequence[str] | None,
+    cancellation: Cancellation | None = None,
 ) -> dict[str, np.ndarray]:
     session, signature = mv.session, mv.signature
     if session is None or signature is None:
         raise ModelNotReadyError(f"model {mv.model!r} version {mv.version} is not loaded")
     names = list(outputs) if outputs is not None else [o.name for o in signature.outputs]
+    options = ort.RunOptions()
+    if cancellation is not None:
+        cancellation.on_cancel(lambda: _terminate(options))
+        if cancellation.cancelled:  # before it started: nothing to stop
+            raise _stopped()
     try:
-        values: list[Any] = session.run(names, dict(feeds))
+        values: list[Any] = session.run(names, dict(feeds), options)
     except ort.capi.onnxruntime_pybind11_state.InvalidArgument as exc:
         raise InvalidInputError(f"the model rejected the input: {_ort_message(exc)}") from exc
     except Exception as exc:
+        if options.terminate:
+            raise _stopped() from exc
         raise InferenceError(f"ONNX Runtime failed: {_ort_message(exc)}") from exc
     result: dict[str, np.ndarray] = {}
     for name, value in zip(names, values, strict=True):
@@ -502,6 +530,16 @@ def _run_session(
         assert spec is not None  # names come from the signature or were validated against it
         result[name] = _densify(value, spec)
     return result
+
+
+def _stopped() -> RequestTimeoutError:
+    # Nobody reads it (every caller is gone): it ends the run quietly, not as our failure.
+    return RequestTimeoutError("the run was stopped: every request waiting for it had gone")
+
+
+def _terminate(options: ort.RunOptions) -> None:
+    # ONNX Runtime reads the flag between operators, from the thread running the session.
+    options.terminate = True
 
 
 def _densify(value: Any, spec: IOSpec) -> np.ndarray:

@@ -58,36 +58,31 @@ def _echo() -> onnx.ModelProto:
     )
 
 
-def _slow() -> onnx.ModelProto:
-    """Twenty 2048x2048 matrix products per run: tens of milliseconds."""
-    weights = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32) / 50
+def _matmuls(count: int, width: int) -> onnx.ModelProto:
+    """``count`` products by a ``width`` x ``width`` matrix in a row, an operator each."""
+    rng = np.random.default_rng(0)
+    weights = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
     nodes, name = [], "x"
-    for i in range(20):
+    for i in range(count):
         nodes.append(helper.make_node("MatMul", [name, "w"], [f"h{i}"]))
         name = f"h{i}"
     nodes.append(helper.make_node("Identity", [name], ["y"]))
     return make_model(
         nodes,
-        [tensor_info("x", TensorProto.FLOAT, ["N", 2048])],
-        [tensor_info("y", TensorProto.FLOAT, ["N", 2048])],
+        [tensor_info("x", TensorProto.FLOAT, ["N", width])],
+        [tensor_info("y", TensorProto.FLOAT, ["N", width])],
         initializers=[onnx.numpy_helper.from_array(weights, "w")],
     )
+
+
+def _slow() -> onnx.ModelProto:
+    """Twenty 2048x2048 matrix products per run: tens of milliseconds."""
+    return _matmuls(20, 2048)
 
 
 def _long() -> onnx.ModelProto:
     """Two hundred 1024x1024 matrix products: seconds for 256 rows, an operator at a time."""
-    weights = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32) / 40
-    nodes, name = [], "x"
-    for i in range(200):
-        nodes.append(helper.make_node("MatMul", [name, "w"], [f"h{i}"]))
-        name = f"h{i}"
-    nodes.append(helper.make_node("Identity", [name], ["y"]))
-    return make_model(
-        nodes,
-        [tensor_info("x", TensorProto.FLOAT, ["N", 1024])],
-        [tensor_info("y", TensorProto.FLOAT, ["N", 1024])],
-        initializers=[onnx.numpy_helper.from_array(weights, "w")],
-    )
+    return _matmuls(200, 1024)
 
 
 @pytest.fixture

@@ -40,6 +40,13 @@ def _attacks(key: str, metadata_key: str) -> list[tuple[str, dict[str, Any], int
     nested = "{ __schema { types { " + "ofType { " * 30 + "name" + " }" * 30 + " } } }"
     rows = ", ".join([ROW] * 10_000)
     directives = "@include(if: true) " * 200
+    # Issue 13: each fragment spreads the one before twice (857 bytes, 2**21 fields)...
+    fragments = ["fragment F0 on Query { __typename }"]
+    fragments += [f"fragment F{i} on Query {{ ...F{i - 1} ...F{i - 1} }}" for i in range(1, 22)]
+    bomb = "{ ...F21 } " + " ".join(fragments)
+    # ... and one 3.8 MB string, used by 30 aliases.
+    uses = " ".join(f"a{i}: datasetTopic(input: {{text: $t}}) {{ label }}" for i in range(30))
+    text = ("the length and width of the sepals and petals " * 90_000)[:3_800_000]
     return [
         ("alias overloading", gql(f"{{ predict {{ {aliases} }} }}"), 200, "QUERY_TOO_COMPLEX"),
         (
@@ -62,6 +69,14 @@ def _attacks(key: str, metadata_key: str) -> list[tuple[str, dict[str, Any], int
             "QUERY_TOO_COMPLEX",
         ),
         ("10 MB document", gql("{ models { name } }" + " " * 10_000_000), 413, "BAD_REQUEST"),
+        ("4 MB document", gql("{ models { name } }" + " " * 4_000_000), 200, "QUERY_TOO_COMPLEX"),
+        ("fragment bomb", gql(bomb), 200, "QUERY_TOO_COMPLEX"),
+        (
+            "3.8 MB string used by 30 aliases",
+            gql(f"query($t: String!) {{ predict {{ {uses} }} }}", variables={"t": text}),
+            200,
+            "BAD_USER_INPUT",
+        ),
         (
             "10,000-row batch",
             gql(f"{{ predict {{ irisBatch(inputs: [{rows}]) {{ label }} }} }}"),

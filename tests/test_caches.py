@@ -69,11 +69,13 @@ def test_the_compiled_path_keeps_no_refusal(gateway_factory: Any) -> None:
     assert _code(answer(TYPED) or {}) == "FORBIDDEN"  # the caller may not: nothing kept
     aliases = "{ predict { a: m(input: {x: [1, 1]}) { y } b: m(input: {x: [1, 1]}) { y } } }"
     assert _code(answer(aliases, "predict") or {}) == "QUERY_TOO_COMPLEX"
-    assert answer("{ predict { nothing } }", "predict") is None  # invalid: Strawberry words it
     assert len(plans) == 0
+    # Invalid: Strawberry words the errors; only a marker of that is kept, not the document.
+    assert answer("{ predict { nothing } }", "predict") is None
+    assert len(plans) == 1 and plans.size == 32
     assert answer(TYPED, "predict") == {"data": {"predict": {"m": {"y": [1.0, 1.0]}}}}
-    assert len(plans) == 1 and plans.size > document_size(parse(TYPED))
-    assert answer(TYPED) is not None and len(plans) == 1  # a kept plan still checks scopes
+    assert len(plans) == 2 and plans.size > document_size(parse(TYPED))
+    assert answer(TYPED) is not None and len(plans) == 2  # a kept plan still checks scopes
 
 
 def test_strawberrys_path_keeps_no_refusal_and_no_large_document(gateway_factory: Any) -> None:
@@ -81,7 +83,10 @@ def test_strawberrys_path_keeps_no_refusal_and_no_large_document(gateway_factory
     documents: BoundedCache[DocumentNode] = BoundedCache(max_entries=8, max_bytes=1 << 20)
     built = build_schema(
         list(gw.runtime.entries.values()),
-        extensions=[ErrorCodes, lambda: DocumentCache(documents, max_query_bytes=200)],
+        extensions=[
+            ErrorCodes,
+            lambda: DocumentCache(documents, limits=QueryLimits(max_query_bytes=200)),
+        ],
     )
 
     def answer(query: str, *scopes: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from graphql import (
 )
 from strawberry.extensions import SchemaExtension
 
-from gateway.api.limits import TOO_COMPLEX, document_too_large
+from gateway.api.limits import TOO_COMPLEX, QueryLimits, check_limits, document_too_large
 from gateway.security import error_code
 
 __all__ = [
@@ -119,18 +119,20 @@ def refused(errors: Sequence[GraphQLError] | None) -> bool:
 
 
 class DocumentCache(SchemaExtension):
-    """Parsing and validation on Strawberry's path, cached by digest (see the module docstring).
+    """Parsing and validation on Strawberry's path (GET, websockets, what the compiled path
+    leaves), with the query limits, cached by digest (see the module docstring).
 
-    Also refuses a document over ``max_query_bytes`` before parsing it, on every path that
-    Strawberry serves: the operation is answered QUERY_TOO_COMPLEX as a validation error,
-    with a placeholder document (the request's operation name, no fields) standing in for the
-    one that was not parsed. A syntax error is left to Strawberry's own parse, which reports it
-    the usual way (with its code).
+    A document over ``max_query_bytes`` is refused before it is parsed: the operation is
+    answered QUERY_TOO_COMPLEX as a validation error, with a placeholder document (the
+    request's operation name, no fields) standing in for the one that was not parsed. A parsed
+    document over the other limits is refused before the rest of validation runs
+    (``check_limits``). A syntax error is left to Strawberry's own parse, which reports it the
+    usual way (with its code).
     """
 
-    def __init__(self, cache: BoundedCache[DocumentNode], *, max_query_bytes: int) -> None:
+    def __init__(self, cache: BoundedCache[DocumentNode], *, limits: QueryLimits) -> None:
         self._cache = cache
-        self._max_query_bytes = max_query_bytes
+        self._limits = limits
         self._key: bytes | None = None  # set while a parsed document may yet be kept
         self._valid = False
 
@@ -149,7 +151,7 @@ class DocumentCache(SchemaExtension):
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
         query = context.query or ""
-        problem = document_too_large(query, self._max_query_bytes)
+        problem = document_too_large(query, self._limits.max_query_bytes)
         if problem is not None:
             context.graphql_document = _placeholder(context.operation_name)
             context.pre_execution_errors = [GraphQLError(problem, extensions={"code": TOO_COMPLEX})]
@@ -171,8 +173,14 @@ class DocumentCache(SchemaExtension):
         yield
 
     def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        document = context.graphql_document
+        if context.pre_execution_errors is None and document is not None:
+            errors = check_limits(document, self._limits)
+            if errors:  # refused alone: validation is skipped
+                context.pre_execution_errors = errors
         yield
-        self._valid = not self.execution_context.pre_execution_errors
+        self._valid = not context.pre_execution_errors
 
 
 def _placeholder(operation_name: str | None) -> DocumentNode:

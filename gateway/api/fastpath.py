@@ -25,8 +25,8 @@ from gateway.api.execute import coerce_variables, execute_plan
 from gateway.api.limits import (
     TOO_COMPLEX,
     QueryLimits,
+    check_limits,
     document_too_large,
-    query_limits_rule,
     too_many_tokens,
 )
 from gateway.api.observe import OperationRecord, outcome
@@ -97,10 +97,11 @@ class FastPath:
         self._graphql_schema = built.schema._schema
         self._persisted = persisted
         self._limits = limits or QueryLimits()
-        # Strawberry's order: graphql-core's rules, then the extensions' (limits, introspection).
-        self._rules = [*specified_rules, query_limits_rule(self._limits), *rules]
-        #: Compiled plans, and valid operations the normal executor takes, by digest of the
-        #: document and operation name (see gateway.api.caches: bounded, refusals left out).
+        # Strawberry's order: graphql-core's rules, then the extensions' (introspection). The
+        # limits are checked before, alone.
+        self._rules = [*specified_rules, *rules]
+        #: Compiled plans, and markers of the operations the normal executor takes, by digest
+        #: of the document and operation name (see gateway.api.caches: bounded, no refusal).
         if plans is None:
             plans = BoundedCache(max_entries=capacity, max_bytes=max_bytes)
         self._plans = plans
@@ -150,8 +151,6 @@ class FastPath:
         if isinstance(plan, _Refusal):
             OperationRecord(ctx).finish(None, None, query, TOO_COMPLEX)
             return FastResponse({"data": None, "errors": list(plan.errors)})
-        if plan is None:  # invalid: the normal path words the errors (and keeps nothing)
-            return None
         if isinstance(plan, _NormalPath):
             if kept is None:
                 self._plans.put(key, plan, len(key))
@@ -178,27 +177,27 @@ class FastPath:
         headers.update(status.headers)
         return FastResponse(body, status.status_code or 200, headers)
 
-    def _compile(
-        self, query: str, name: str | None
-    ) -> OperationPlan | _NormalPath | _Refusal | None:
-        """A plan; or the normal executor's (valid, not compiled); or a refusal (over the
-        limits); or None (invalid). Refusals are not kept: an attacker varies a document at
-        will, so keeping them would only fill the cache, and refusing costs little (the
-        document's size and tokens are counted before it is parsed, the rules walk it once)."""
+    def _compile(self, query: str, name: str | None) -> OperationPlan | _NormalPath | _Refusal:
+        """A plan; or the normal executor's (what the plan does not cover, and invalid
+        documents, whose errors it words); or a refusal (over the limits).
+
+        Refusals are not kept: an attacker varies a document at will, so keeping them would
+        only fill the cache, and refusing costs little (size and tokens are counted before
+        parsing, the limits walk the document once before the rest of validation runs)."""
         if too_many_tokens(query, self._limits.max_tokens):
             message = f"the document has more than {self._limits.max_tokens} tokens (max_tokens)"
             return _Refusal((_coded(message),))
         try:
             document = parse(query, max_tokens=self._limits.max_tokens)
         except GraphQLError:
-            return None
-        errors = validate(self._graphql_schema, document, self._rules)
-        if any((e.extensions or {}).get("code") == TOO_COMPLEX for e in errors):
-            # Worded as Strawberry's validation words them: every error, with its code.
+            return _NORMAL_PATH
+        errors = check_limits(document, self._limits)
+        if errors:
+            # Worded as Strawberry's validation words them, with their code.
             formatted = format_errors(errors, validation=errors)
             return _Refusal(tuple(dict(e.formatted) for e in formatted))
-        if errors:
-            return None
+        if validate(self._graphql_schema, document, self._rules):
+            return _NORMAL_PATH
         try:
             return compile_operation(
                 self._graphql_schema,
@@ -212,7 +211,8 @@ class FastPath:
 
 
 class _NormalPath:
-    """A valid operation that the plan does not cover: the normal executor runs it."""
+    """An operation the normal executor takes: one the plan does not cover, or an invalid
+    one (whose errors it words). Kept by digest: a marker, no document."""
 
 
 _NORMAL_PATH = _NormalPath()

@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from graphql import DocumentNode
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from strawberry.extensions import (
-    AddValidationRules,
     DisableIntrospection,
     MaxTokensLimiter,
     SchemaExtension,
@@ -17,7 +16,7 @@ from strawberry.extensions import (
 from gateway.api import GatewaySchema, build_schema
 from gateway.api.caches import BoundedCache, DocumentCache
 from gateway.api.fastpath import FastPath, PersistedQueries
-from gateway.api.limits import QueryLimits, query_limits_rule
+from gateway.api.limits import QueryLimits
 from gateway.api.observe import OperationObserver
 from gateway.auth import Authenticator
 from gateway.config import Settings
@@ -37,7 +36,6 @@ def schema_extensions(settings: Settings) -> Sequence[Callable[[], SchemaExtensi
     them; parsing and validation are cached per distinct document, for the schema these
     extensions are made for (a cache of its own: a rebuilt schema starts afresh)."""
     limits = QueryLimits.from_settings(settings)
-    rule = query_limits_rule(limits)
     cache: BoundedCache[DocumentNode] = BoundedCache(
         max_entries=settings.query_cache_size, max_bytes=settings.query_cache_bytes
     )
@@ -45,8 +43,7 @@ def schema_extensions(settings: Settings) -> Sequence[Callable[[], SchemaExtensi
         OperationObserver,
         ErrorCodes,
         lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
-        lambda: DocumentCache(cache, max_query_bytes=limits.max_query_bytes),
-        lambda: AddValidationRules([rule]),
+        lambda: DocumentCache(cache, limits=limits),
     ]
     if not settings.introspection_enabled:
         extensions.append(DisableIntrospection)

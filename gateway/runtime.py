@@ -315,7 +315,7 @@ class ModelRuntime:
             "gateway.run",
             {**labels, "gateway.batch.size": rows, "gateway.batch.requests": 1},
         ):
-            result = _run_session(mv, feeds, outputs, cancellation)
+            result = _run_cancellable(mv, feeds, outputs, cancellation)
         instruments.inference_duration.record((time.time_ns() - started) / 1e9, labels)
         instruments.batch_size.record(rows, labels)
         return result
@@ -408,7 +408,9 @@ class ModelRuntime:
         return Batcher(
             model=mv.model,
             version=mv.version,
-            run=lambda feeds, outputs, cancellation: _run_session(mv, feeds, outputs, cancellation),
+            run=lambda feeds, outputs, cancellation: _run_cancellable(
+                mv, feeds, outputs, cancellation
+            ),
             executor=self._executor,
             policy=policy,
             observer=lambda: self.observer,
@@ -501,28 +503,40 @@ def _create_session(path: Path, options: SessionOptions) -> ort.InferenceSession
         raise ModelLoadError(f"ONNX Runtime cannot load the model: {_ort_message(exc)}") from exc
 
 
+def _run_cancellable(
+    mv: ModelVersion,
+    feeds: Mapping[str, np.ndarray],
+    outputs: Sequence[str] | None,
+    cancellation: Cancellation,
+) -> dict[str, np.ndarray]:
+    """``_run_session`` that stops once ``cancellation`` is cancelled."""
+    options = ort.RunOptions()
+    cancellation.on_cancel(lambda: _terminate(options))
+    if cancellation.cancelled:  # before it started: nothing to stop
+        raise _stopped()
+    try:
+        return _run_session(mv, feeds, outputs, options)
+    except InferenceError as exc:  # ORT fails a terminated run as its generic FAIL
+        if options.terminate:
+            raise _stopped() from exc
+        raise
+
+
 def _run_session(
     mv: ModelVersion,
     feeds: Mapping[str, np.ndarray],
     outputs: Sequence[str] | None,
-    cancellation: Cancellation | None = None,
+    options: ort.RunOptions | None = None,
 ) -> dict[str, np.ndarray]:
     session, signature = mv.session, mv.signature
     if session is None or signature is None:
         raise ModelNotReadyError(f"model {mv.model!r} version {mv.version} is not loaded")
     names = list(outputs) if outputs is not None else [o.name for o in signature.outputs]
-    options = ort.RunOptions()
-    if cancellation is not None:
-        cancellation.on_cancel(lambda: _terminate(options))
-        if cancellation.cancelled:  # before it started: nothing to stop
-            raise _stopped()
     try:
         values: list[Any] = session.run(names, dict(feeds), options)
     except ort.capi.onnxruntime_pybind11_state.InvalidArgument as exc:
         raise InvalidInputError(f"the model rejected the input: {_ort_message(exc)}") from exc
     except Exception as exc:
-        if options.terminate:
-            raise _stopped() from exc
         raise InferenceError(f"ONNX Runtime failed: {_ort_message(exc)}") from exc
     result: dict[str, np.ndarray] = {}
     for name, value in zip(names, values, strict=True):

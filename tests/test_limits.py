@@ -93,7 +93,7 @@ def limited(tmp_path: Path) -> Any:
 
 def test_limits_hold_on_post_get_and_persisted_queries(limited: Any) -> None:
     query = _aliases(6)
-    for _ in range(2):  # the second time, the compiled path remembers the refusal
+    for _ in range(2):  # refusals are not kept: the second is refused afresh, as cheaply
         body = limited.post("/graphql", json={"query": query}).json()
         assert _code(body) == "QUERY_TOO_COMPLEX" and "6 aliases; at most 5" in str(body)
     body = limited.get("/graphql", params={"query": query}).json()

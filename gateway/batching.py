@@ -15,9 +15,10 @@ Failures fan out and nobody hangs: when a batch of several requests fails, each 
 alone, so that a bad row fails only its own request; if the loop itself dies, every pending
 request gets the error and the next request starts a new loop.
 
-Work nobody waits for is dropped: a request whose caller went away (its time-out, a closed
-connection) leaves the queue at once, and a run whose every request went away is stopped
-through its ``Cancellation`` (ONNX Runtime's ``RunOptions.terminate``, between two operators).
+Work nobody waits for is dropped: a request cancelled while it waits (the request time-out
+cancels the work of a request) leaves the queue at once, and a run whose every request was
+cancelled is stopped through its ``Cancellation`` (ONNX Runtime's ``RunOptions.terminate``,
+checked between two operators).
 
 Tracing: the run is one ``gateway.run`` span, a child of the first request's span with a link to
 every request in the batch; each request gets a ``gateway.queue`` span (its wait) linking to the

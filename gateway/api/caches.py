@@ -5,8 +5,10 @@ entries and ``query_cache_bytes`` of estimated memory (a parsed document costs f
 its text: about 450 bytes per token, its source included), the least recently used going
 first. Keys are sha256 digests, never the text itself. A document is kept only once an
 operation on it has run without being refused (FORBIDDEN, UNAUTHENTICATED): a caller who may
-do nothing cannot fill the caches, and what fails to parse, to validate or to pass the query
-limits is never kept (documents over ``max_query_bytes`` are not even parsed).
+do nothing cannot fill the caches, and no document that fails to parse, to validate or to
+pass the query limits is kept (documents over ``max_query_bytes`` are not even parsed; the
+compiled path remembers by digest, with a marker and no document, which operations go to the
+normal executor, invalid ones included, so that they are not parsed twice).
 
 ``DocumentCache`` is the Strawberry path's cache (GraphQL over GET, websockets, what the
 compiled path does not cover): parsed and validated documents. The compiled path keeps its

@@ -68,7 +68,9 @@ def test_the_compiled_path_keeps_no_refusal(gateway_factory: Any) -> None:
 
     assert _code(answer(TYPED) or {}) == "FORBIDDEN"  # the caller may not: nothing kept
     aliases = "{ predict { a: m(input: {x: [1, 1]}) { y } b: m(input: {x: [1, 1]}) { y } } }"
-    assert _code(answer(aliases, "predict") or {}) == "QUERY_TOO_COMPLEX"
+    refusal = answer(aliases, "predict")
+    assert _code(refusal or {}) == "QUERY_TOO_COMPLEX"
+    assert answer(aliases, "predict") == refusal  # its answer is kept apart, not the document
     assert len(plans) == 0
     # Invalid: Strawberry words the errors; only a marker of that is kept, not the document.
     assert answer("{ predict { nothing } }", "predict") is None

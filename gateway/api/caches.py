@@ -1,4 +1,4 @@
-"""Caches of operations: bounded in entries and in bytes, keyed by digest, refusals left out.
+"""Caches of operations: bounded in entries and in bytes, keyed by digest, no refused document.
 
 A client chooses what goes into these caches, so each is bounded twice: ``query_cache_size``
 entries and ``query_cache_bytes`` of estimated memory (a parsed document costs far more than
@@ -6,9 +6,10 @@ its text: about 450 bytes per token, its source included), the least recently us
 first. Keys are sha256 digests, never the text itself. A document is kept only once an
 operation on it has run without being refused (FORBIDDEN, UNAUTHENTICATED): a caller who may
 do nothing cannot fill the caches, and no document that fails to parse, to validate or to
-pass the query limits is kept (documents over ``max_query_bytes`` are not even parsed; the
-compiled path remembers by digest, with a marker and no document, which operations go to the
-normal executor, invalid ones included, so that they are not parsed twice).
+pass the query limits is kept (documents over ``max_query_bytes`` are not even parsed). The
+compiled path remembers by digest, without the document, which operations go to the normal
+executor (invalid ones included, so that they are not parsed twice) and the answers of
+documents over the limits (in a store of their own, which cannot push plans out).
 
 ``DocumentCache`` is the Strawberry path's cache (GraphQL over GET, websockets, what the
 compiled path does not cover): parsed and validated documents. The compiled path keeps its

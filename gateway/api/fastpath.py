@@ -48,6 +48,8 @@ class FastResponse:
 
 #: Default of ``query_cache_bytes``: what each cache of queries may hold.
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+#: What the answers of refused documents may hold (a few thousand of them).
+_REFUSALS_BYTES = 1024 * 1024
 
 
 class PersistedQueries:
@@ -105,6 +107,12 @@ class FastPath:
         if plans is None:
             plans = BoundedCache(max_entries=capacity, max_bytes=max_bytes)
         self._plans = plans
+        #: The answers of documents over the limits, by digest: the errors, never the document,
+        #: and apart from the plans, which refused documents cannot push out. A client that
+        #: repeats one pays a lookup; one that varies it pays its parse, as it would anyway.
+        self._refused: BoundedCache[_Refusal] = BoundedCache(
+            max_entries=capacity, max_bytes=_REFUSALS_BYTES
+        )
 
     def resolve_persisted(self, payload: dict[str, Any]) -> FastResponse | None:
         """Apply the persisted-query protocol to ``payload`` in place: fill in or remember its
@@ -146,9 +154,11 @@ class FastPath:
             OperationRecord(ctx).finish(None, None, None, TOO_COMPLEX)
             return FastResponse({"data": None, "errors": [_coded(problem)]})
         key = digest(query, name)
-        kept = self._plans.get(key)
-        plan = kept if isinstance(kept, OperationPlan | _NormalPath) else self._compile(query, name)
+        kept = self._plans.get(key) or self._refused.get(key)
+        plan = kept if isinstance(kept, _Cached) else self._compile(query, name)
         if isinstance(plan, _Refusal):
+            if kept is None:
+                self._refused.put(key, plan, plan.size)
             OperationRecord(ctx).finish(None, None, query, TOO_COMPLEX)
             return FastResponse({"data": None, "errors": list(plan.errors)})
         if isinstance(plan, _NormalPath):
@@ -179,11 +189,9 @@ class FastPath:
 
     def _compile(self, query: str, name: str | None) -> OperationPlan | _NormalPath | _Refusal:
         """A plan; or the normal executor's (what the plan does not cover, and invalid
-        documents, whose errors it words); or a refusal (over the limits).
-
-        Refusals are not kept: an attacker varies a document at will, so keeping them would
-        only fill the cache, and refusing costs little (size and tokens are counted before
-        parsing, the limits walk the document once before the rest of validation runs)."""
+        documents, whose errors it words); or a refusal (over the limits: size and tokens are
+        counted before parsing, the limits walk the document once before the rest of
+        validation runs)."""
         if too_many_tokens(query, self._limits.max_tokens):
             message = f"the document has more than {self._limits.max_tokens} tokens (max_tokens)"
             return _Refusal((_coded(message),))
@@ -223,6 +231,14 @@ class _Refusal:
     """A document over the query limits: the errors it is answered with."""
 
     errors: tuple[dict[str, Any], ...]
+
+    @property
+    def size(self) -> int:
+        """Its estimated memory."""
+        return 200 + sum(len(str(e)) for e in self.errors)
+
+
+_Cached = OperationPlan | _NormalPath | _Refusal
 
 
 class _Status:

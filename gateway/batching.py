@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -41,47 +40,13 @@ import numpy as np
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
+from gateway.cancellation import Cancellation
 from gateway.errors import GatewayError, ModelNotReadyError, OverloadedError
 from gateway.observability import MODEL_ATTRIBUTE, VERSION_ATTRIBUTE, Observer, mark_failed
 
-__all__ = ["BatchPolicy", "Batcher", "Cancellation", "RunFunction"]
+__all__ = ["BatchPolicy", "Batcher", "RunFunction"]
 
 logger = logging.getLogger(__name__)
-
-
-class Cancellation:
-    """A run's off switch. The event loop pulls it when nobody waits for the run any more;
-    the worker thread running it hands it to the run (``on_cancel``), which stops."""
-
-    __slots__ = ("_callbacks", "_cancelled", "_lock")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._callbacks: list[Callable[[], object]] = []
-        self._cancelled = False
-
-    @property
-    def cancelled(self) -> bool:
-        """Whether the run should stop."""
-        return self._cancelled
-
-    def cancel(self) -> None:
-        """Stop the run (any thread); calls what ``on_cancel`` registered, once."""
-        with self._lock:
-            if self._cancelled:
-                return
-            self._cancelled = True
-            callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            callback()
-
-    def on_cancel(self, callback: Callable[[], object]) -> None:
-        """Call ``callback`` when the run is cancelled (at once if it already is)."""
-        with self._lock:
-            if not self._cancelled:
-                self._callbacks.append(callback)
-                return
-        callback()
 
 
 #: Runs a model on stacked feeds (on a worker thread); returns outputs by name. It stops,

@@ -31,7 +31,8 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from gateway.batching import Batcher, BatchPolicy, Cancellation
+from gateway.batching import Batcher, BatchPolicy
+from gateway.cancellation import Cancellation
 from gateway.config import SessionOptions, Settings
 from gateway.errors import (
     ConfigError,

@@ -16,7 +16,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from gateway.api import GatewayContext
-from gateway.batching import Batcher, BatchPolicy, Cancellation, RunFunction
+from gateway.batching import Batcher, BatchPolicy, RunFunction
+from gateway.cancellation import Cancellation
 from gateway.errors import (
     InvalidInputError,
     ModelNotReadyError,

@@ -15,6 +15,11 @@ Failures fan out and nobody hangs: when a batch of several requests fails, each 
 alone, so that a bad row fails only its own request; if the loop itself dies, every pending
 request gets the error and the next request starts a new loop.
 
+Work nobody waits for is dropped: a request cancelled while it waits (the request time-out
+cancels the work of a request) leaves the queue at once, and a run whose every request was
+cancelled is stopped through its ``Cancellation`` (ONNX Runtime's ``RunOptions.terminate``,
+checked between two operators).
+
 Tracing: the run is one ``gateway.run`` span, a child of the first request's span with a link to
 every request in the batch; each request gets a ``gateway.queue`` span (its wait) linking to the
 run it joined.
@@ -35,6 +40,7 @@ import numpy as np
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
+from gateway.cancellation import Cancellation
 from gateway.errors import GatewayError, ModelNotReadyError, OverloadedError
 from gateway.observability import MODEL_ATTRIBUTE, VERSION_ATTRIBUTE, Observer, mark_failed
 
@@ -42,8 +48,12 @@ __all__ = ["BatchPolicy", "Batcher", "RunFunction"]
 
 logger = logging.getLogger(__name__)
 
-#: Runs a model on stacked feeds (on a worker thread); returns outputs by name.
-RunFunction = Callable[[Mapping[str, np.ndarray], Sequence[str] | None], dict[str, np.ndarray]]
+
+#: Runs a model on stacked feeds (on a worker thread); returns outputs by name. It stops,
+#: raising, once its Cancellation is cancelled.
+RunFunction = Callable[
+    [Mapping[str, np.ndarray], Sequence[str] | None, Cancellation], dict[str, np.ndarray]
+]
 
 
 #: Loop iterations without new rows that end the wait for requests being read, and its bound.
@@ -69,6 +79,16 @@ class _Request:
     future: asyncio.Future[dict[str, np.ndarray]]
     span: trace.SpanContext
     enqueued: int = field(default_factory=time.time_ns)
+    #: The run it joined, once taken from the queue.
+    run: _Run | None = None
+
+
+@dataclass(eq=False, slots=True)
+class _Run:
+    """One batch on a worker thread: its requests and the off switch it stops by."""
+
+    requests: list[_Request]
+    cancellation: Cancellation = field(default_factory=Cancellation)
 
 
 class Batcher:
@@ -136,7 +156,22 @@ class Batcher:
         self._ensure_loop()
         assert self._wakeup is not None
         self._wakeup.set()
-        return await request.future
+        try:
+            return await request.future
+        except asyncio.CancelledError:
+            self._abandon(request)
+            raise
+
+    def _abandon(self, request: _Request) -> None:
+        """Drop what ``request`` was waiting for, its caller gone: its rows from the queue, or
+        the run it joined once every request of that run is gone."""
+        run = request.run
+        if run is None:
+            with contextlib.suppress(ValueError):  # the loop failed everything meanwhile
+                self._queue.remove(request)
+                self._queued_rows -= request.rows
+        elif all(r.future.done() for r in run.requests):
+            run.cancellation.cancel()
 
     def close(self) -> None:
         """Stop the loop; requests still queued fail with ModelNotReadyError."""
@@ -222,17 +257,18 @@ class Batcher:
         batch = [r for r in batch if not r.future.done()]  # callers that went away
         if not batch:
             return
-        loop = asyncio.get_running_loop()
         try:
-            results = await loop.run_in_executor(self._executor, self._run_batch, batch)
+            results = await self._start(batch)
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0], exc)
                 return
             # Isolate the failure: each request alone, so a bad one fails only itself.
             for request in batch:
+                if request.future.done():  # gone meanwhile: nobody to run it for
+                    continue
                 try:
-                    alone = await loop.run_in_executor(self._executor, self._run_batch, [request])
+                    alone = await self._start([request])
                 except Exception as single:
                     _settle(request, single)
                 else:
@@ -241,7 +277,18 @@ class Batcher:
         for request, result in zip(batch, results, strict=True):
             _settle(request, result)
 
-    def _run_batch(self, batch: list[_Request]) -> list[dict[str, np.ndarray]]:
+    async def _start(self, batch: list[_Request]) -> list[dict[str, np.ndarray]]:
+        """Run ``batch`` on a worker thread, stoppable once all its callers are gone."""
+        run = _Run(batch)
+        for request in batch:
+            request.run = run
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._run_batch, batch, run.cancellation
+        )
+
+    def _run_batch(
+        self, batch: list[_Request], cancellation: Cancellation
+    ) -> list[dict[str, np.ndarray]]:
         observer = self._observer()
         instruments = observer.instruments
         started = time.time_ns()
@@ -253,7 +300,7 @@ class Batcher:
             instruments.queue_wait.record((started - request.enqueued) / 1e9, model)
         try:
             feeds = _stack([r.feeds for r in batch]) if len(batch) > 1 else first.feeds
-            outputs = self._run(feeds, first.outputs)
+            outputs = self._run(feeds, first.outputs, cancellation)
             split = _split(outputs, [r.rows for r in batch]) if len(batch) > 1 else [outputs]
         except Exception as exc:
             if span is not None:

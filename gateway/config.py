@@ -165,6 +165,16 @@ class Settings:
     max_depth: int = field(default=15, metadata=_doc("Deepest field nesting of an operation."))
     max_aliases: int = field(default=30, metadata=_doc("Most aliases in an operation."))
     max_directives: int = field(default=20, metadata=_doc("Most directives in an operation."))
+    max_fields: int = field(
+        default=5000,
+        metadata=_doc("Most fields in an operation, fragments expanded (each spread counts)."),
+    )
+    max_query_bytes: int = field(
+        default=102_400,
+        metadata=_doc(
+            "Longest GraphQL document accepted, in bytes (send big inputs as variables)."
+        ),
+    )
     max_tokens: int = field(
         default=2000,
         metadata=_doc("Most tokens in a GraphQL document (send big inputs as variables)."),
@@ -178,9 +188,26 @@ class Settings:
     max_batch_rows: int = field(
         default=4096, metadata=_doc("Most rows one typed batch field may carry.")
     )
+    max_string_bytes: int = field(
+        default=65_536,
+        metadata=_doc("Longest string accepted as a model input (a feature, a BYTES element)."),
+    )
+    max_operation_string_bytes: int = field(
+        default=1_048_576,
+        metadata=_doc(
+            "Most bytes of strings one operation may send to models; a variable counts at each use."
+        ),
+    )
     query_cache_size: int = field(
         default=1024,
         metadata=_doc("Distinct operations whose parsed and validated document is kept."),
+    )
+    query_cache_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata=_doc(
+            "Memory each query cache (documents, compiled plans, persisted queries) may hold, "
+            "in bytes (estimated); the least recently used go first."
+        ),
     )
     batching: bool = field(
         default=True,
@@ -353,11 +380,22 @@ class Settings:
         _check_min("inference_threads", self.inference_threads, 1)
         _check_min("max_tensor_elements", self.max_tensor_elements, 1)
         _check_min("max_batch_rows", self.max_batch_rows, 1)
-        for key in ("max_body_bytes", "max_depth", "max_aliases", "max_tokens", "max_cost"):
+        for key in (
+            "max_body_bytes",
+            "max_depth",
+            "max_aliases",
+            "max_fields",
+            "max_query_bytes",
+            "max_string_bytes",
+            "max_operation_string_bytes",
+            "max_tokens",
+            "max_cost",
+        ):
             _check_min(key, getattr(self, key), 1)
         _check_min("max_directives", self.max_directives, 0)
         _check_min("max_batch_size", self.max_batch_size, 1)
         _check_min("query_cache_size", self.query_cache_size, 1)
+        _check_min("query_cache_bytes", self.query_cache_bytes, 1)
         _check_min("max_delay_us", self.max_delay_us, 0)
         _check_min("max_queue", self.max_queue, 1)
 

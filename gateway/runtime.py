@@ -3,6 +3,10 @@
 ONNX Runtime errors are translated here: a run that ORT rejects as an invalid argument, or in
 which a categorical encoder meets a value it does not know (``gateway.categories``), is the
 caller's fault (``InvalidInputError``); anything else is ours (``InferenceError``).
+
+A run nobody waits for any more (its caller timed out or went away) is stopped: every run
+gets ``RunOptions`` whose ``terminate`` flag its ``Cancellation`` sets, and ONNX Runtime checks
+it between two operators.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from gateway.batching import Batcher, BatchPolicy
+from gateway.cancellation import Cancellation
 from gateway.categories import unknown_category
 from gateway.config import SessionOptions, Settings
 from gateway.errors import (
@@ -40,6 +45,7 @@ from gateway.errors import (
     ModelLoadError,
     ModelNotFoundError,
     ModelNotReadyError,
+    RequestTimeoutError,
 )
 from gateway.observability import MODEL_ATTRIBUTE, VERSION_ATTRIBUTE, Observer
 from gateway.repository import ModelSpec, RepositoryScan
@@ -284,9 +290,21 @@ class ModelRuntime:
         # run_in_executor does not carry context variables: the worker gets the caller's, so
         # that its spans have the right parent.
         context = contextvars.copy_context()
-        return await loop.run_in_executor(
-            self._executor, context.run, self._traced_run, mv, feeds, outputs, submitted
-        )
+        cancellation = Cancellation()
+        try:
+            return await loop.run_in_executor(
+                self._executor,
+                context.run,
+                self._traced_run,
+                mv,
+                feeds,
+                outputs,
+                submitted,
+                cancellation,
+            )
+        except asyncio.CancelledError:  # the caller went away: so does the run
+            cancellation.cancel()
+            raise
 
     def _traced_run(
         self,
@@ -294,6 +312,7 @@ class ModelRuntime:
         feeds: Mapping[str, np.ndarray],
         outputs: Sequence[str] | None,
         submitted: int,
+        cancellation: Cancellation,
     ) -> dict[str, np.ndarray]:
         started = time.time_ns()
         with self._waiting_lock:
@@ -313,7 +332,7 @@ class ModelRuntime:
             "gateway.run",
             {**labels, "gateway.batch.size": rows, "gateway.batch.requests": 1},
         ):
-            result = _run_session(mv, feeds, outputs)
+            result = _run_cancellable(mv, feeds, outputs, cancellation)
         instruments.inference_duration.record((time.time_ns() - started) / 1e9, labels)
         instruments.batch_size.record(rows, labels)
         return result
@@ -414,7 +433,9 @@ class ModelRuntime:
         return Batcher(
             model=mv.model,
             version=mv.version,
-            run=lambda feeds, outputs: _run_session(mv, feeds, outputs),
+            run=lambda feeds, outputs, cancellation: _run_cancellable(
+                mv, feeds, outputs, cancellation
+            ),
             executor=self._executor,
             policy=policy,
             observer=lambda: self.observer,
@@ -521,15 +542,37 @@ def _create_session(path: Path, options: SessionOptions) -> ort.InferenceSession
         raise ModelLoadError(f"ONNX Runtime cannot load the model: {_ort_message(exc)}") from exc
 
 
+def _run_cancellable(
+    mv: ModelVersion,
+    feeds: Mapping[str, np.ndarray],
+    outputs: Sequence[str] | None,
+    cancellation: Cancellation,
+) -> dict[str, np.ndarray]:
+    """``_run_session`` that stops once ``cancellation`` is cancelled."""
+    options = ort.RunOptions()
+    cancellation.on_cancel(lambda: _terminate(options))
+    if cancellation.cancelled:  # before it started: nothing to stop
+        raise _stopped()
+    try:
+        return _run_session(mv, feeds, outputs, options)
+    except InferenceError as exc:  # ORT fails a terminated run as its generic FAIL
+        if options.terminate:
+            raise _stopped() from exc
+        raise
+
+
 def _run_session(
-    mv: ModelVersion, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None
+    mv: ModelVersion,
+    feeds: Mapping[str, np.ndarray],
+    outputs: Sequence[str] | None,
+    options: ort.RunOptions | None = None,
 ) -> dict[str, np.ndarray]:
     session, signature = mv.session, mv.signature
     if session is None or signature is None:
         raise ModelNotReadyError(f"model {mv.model!r} version {mv.version} is not loaded")
     names = list(outputs) if outputs is not None else [o.name for o in signature.outputs]
     try:
-        values: list[Any] = session.run(names, dict(feeds))
+        values: list[Any] = session.run(names, dict(feeds), options)
     except ort.capi.onnxruntime_pybind11_state.InvalidArgument as exc:
         raise InvalidInputError(f"the model rejected the input: {_ort_message(exc)}") from exc
     except Exception as exc:
@@ -544,6 +587,16 @@ def _run_session(
         assert spec is not None  # names come from the signature or were validated against it
         result[name] = _densify(value, spec)
     return result
+
+
+def _stopped() -> RequestTimeoutError:
+    # Nobody reads it (every caller is gone): it ends the run quietly, not as our failure.
+    return RequestTimeoutError("the run was stopped: every request waiting for it had gone")
+
+
+def _terminate(options: ort.RunOptions) -> None:
+    # ONNX Runtime reads the flag between operators, from the thread running the session.
+    options.terminate = True
 
 
 def _densify(value: Any, spec: IOSpec) -> np.ndarray:

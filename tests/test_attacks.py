@@ -46,6 +46,16 @@ def _attacks(key: str, metadata_key: str) -> list[tuple[str, dict[str, Any], int
     nested = "{ __schema { types { " + "ofType { " * 30 + "name" + " }" * 30 + " } } }"
     rows = ", ".join([ROW] * 10_000)
     directives = "@include(if: true) " * 200
+    # Issue 13: each fragment spreads the one before twice (857 bytes, 2**21 fields); a
+    # document over max_query_bytes; a string over max_string_bytes used by 30 aliases. The
+    # issue's 4 MB and 3.8 MB are replayed in test_caches.py and test_limits.py: here, bodies
+    # of megabytes would measure their JSON decoding (milliseconds on the event loop, the same
+    # for any request with megabytes of variables: what max_body_bytes bounds).
+    fragments = ["fragment F0 on Query { __typename }"]
+    fragments += [f"fragment F{i} on Query {{ ...F{i - 1} ...F{i - 1} }}" for i in range(1, 22)]
+    bomb = "{ ...F21 } " + " ".join(fragments)
+    uses = " ".join(f"a{i}: datasetTopic(input: {{text: $t}}) {{ label }}" for i in range(30))
+    text = ("the length and width of the sepals and petals " * 3000)[:100_000]
     return [
         ("alias overloading", gql(f"{{ predict {{ {aliases} }} }}"), 200, "QUERY_TOO_COMPLEX"),
         (
@@ -68,6 +78,14 @@ def _attacks(key: str, metadata_key: str) -> list[tuple[str, dict[str, Any], int
             "QUERY_TOO_COMPLEX",
         ),
         ("10 MB document", gql("{ models { name } }" + " " * 10_000_000), 413, "BAD_REQUEST"),
+        ("200 KB document", gql("{ models { name } }" + " " * 200_000), 200, "QUERY_TOO_COMPLEX"),
+        ("fragment bomb", gql(bomb), 200, "QUERY_TOO_COMPLEX"),
+        (
+            "100 KB string used by 30 aliases",
+            gql(f"query($t: String!) {{ predict {{ {uses} }} }}", variables={"t": text}),
+            200,
+            "BAD_USER_INPUT",
+        ),
         (
             "10,000-row batch",
             gql(f"{{ predict {{ irisBatch(inputs: [{rows}]) {{ label }} }} }}"),

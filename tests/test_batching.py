@@ -16,8 +16,14 @@ import pytest
 from onnx import TensorProto, helper
 
 from gateway.api import GatewayContext
-from gateway.batching import Batcher, BatchPolicy
-from gateway.errors import InvalidInputError, ModelNotReadyError, OverloadedError
+from gateway.batching import Batcher, BatchPolicy, RunFunction
+from gateway.cancellation import Cancellation
+from gateway.errors import (
+    InvalidInputError,
+    ModelNotReadyError,
+    OverloadedError,
+    RequestTimeoutError,
+)
 from gateway.observability import Observer
 from tests.conftest import (
     InProcessGateway,
@@ -42,7 +48,10 @@ class Recorder:
         self.lock = threading.Lock()
 
     def __call__(
-        self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None
+        self,
+        feeds: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None,
+        cancellation: Cancellation,
     ) -> dict[str, np.ndarray]:
         x = feeds["x"]
         with self.lock:
@@ -54,7 +63,7 @@ class Recorder:
         return {"y": x * 2}
 
 
-def _batcher(run: Recorder, pool: concurrent.futures.Executor, **policy: int) -> Batcher:
+def _batcher(run: RunFunction, pool: concurrent.futures.Executor, **policy: int) -> Batcher:
     return Batcher(
         model="m",
         version=1,
@@ -180,6 +189,74 @@ def test_overload_fails_fast_and_close_fails_what_waits(
 
     (outcome,) = asyncio.run(closing())
     assert isinstance(outcome, ModelNotReadyError)
+
+
+class Stoppable:
+    """A run function that works until its Cancellation stops it (at most ``seconds``)."""
+
+    def __init__(self, seconds: float = 10.0) -> None:
+        self.seconds = seconds
+        self.started = threading.Event()
+        self.stopped = threading.Event()
+        self.sizes: list[int] = []
+
+    def __call__(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None,
+        cancellation: Cancellation,
+    ) -> dict[str, np.ndarray]:
+        self.sizes.append(int(feeds["x"].shape[0]))
+        cancellation.on_cancel(self.stopped.set)
+        self.started.set()
+        if self.stopped.wait(self.seconds):
+            raise RequestTimeoutError("stopped")
+        return {"y": feeds["x"] * 2}
+
+
+def test_a_request_whose_caller_went_away_leaves_the_queue_at_once(
+    pool: concurrent.futures.Executor,
+) -> None:
+    run = Stoppable(seconds=0.5)
+    batcher = _batcher(run, pool)
+
+    async def scenario() -> None:
+        busy = asyncio.ensure_future(batcher.submit(_feeds(1), None))
+        while not run.started.is_set():  # the only worker slot is taken
+            await asyncio.sleep(0.001)
+        waiting = asyncio.ensure_future(batcher.submit(_feeds(2, 3), None))
+        await asyncio.sleep(0.01)
+        assert batcher.queued_rows == 2
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        assert batcher.queued_rows == 0  # not when the loop comes to it: now
+        assert (await busy)["y"].item() == 2
+
+    asyncio.run(scenario())
+    assert run.sizes == [1]  # the abandoned rows never ran
+
+
+def test_a_run_stops_once_every_request_of_it_went_away(
+    pool: concurrent.futures.Executor,
+) -> None:
+    run = Stoppable()
+    batcher = _batcher(run, pool)
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(batcher.submit(_feeds(1), None))
+        second = asyncio.ensure_future(batcher.submit(_feeds(2), None))
+        while not run.started.is_set():
+            await asyncio.sleep(0.001)
+        first.cancel()
+        await asyncio.sleep(0.05)
+        assert not run.stopped.is_set()  # the second request still waits for the run
+        started = time.perf_counter()
+        second.cancel()
+        await asyncio.gather(first, second, return_exceptions=True)
+        assert run.stopped.wait(1) and time.perf_counter() - started < 0.5
+
+    asyncio.run(scenario())
+    assert run.sizes == [2]  # one run of both, stopped; the failure was not retried row by row
 
 
 def _batch_size_model() -> Any:

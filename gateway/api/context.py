@@ -6,6 +6,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import strawberry
 
 from gateway.api.limits import RowBudget
@@ -61,6 +62,12 @@ class GatewayContext:
         """Count ``rows`` against the operation's budget (QUERY_TOO_COMPLEX past it)."""
         if self.budget is not None:
             self.budget.spend(rows)
+
+    def spend_strings(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """Count the strings of ``feeds`` against the operation's budget, before they run
+        (BAD_USER_INPUT for one too long, QUERY_TOO_COMPLEX past the budget)."""
+        if self.budget is not None:
+            self.budget.spend_strings(feeds)
 
     @property
     def principal(self) -> Principal:

@@ -14,7 +14,6 @@ hash answers ``PERSISTED_QUERY_NOT_FOUND`` and the client resends with the query
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,13 +21,14 @@ from typing import Any
 import orjson
 from graphql import ASTValidationRule, GraphQLError, parse, specified_rules, validate
 
+from gateway.api.caches import BoundedCache, digest, document_size, refused
 from gateway.api.context import GatewayContext
 from gateway.api.execute import coerce_variables, execute_plan
 from gateway.api.limits import (
     TOO_COMPLEX,
     QueryLimits,
-    RowBudget,
-    query_limits_rule,
+    check_limits,
+    document_too_large,
     too_many_tokens,
 )
 from gateway.api.observe import OperationRecord, outcome
@@ -48,24 +48,28 @@ class FastResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+#: Default of ``query_cache_bytes``: what each cache of queries may hold.
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+#: What the answers of refused documents may hold (a few thousand of them).
+_REFUSALS_BYTES = 1024 * 1024
+
+
 class PersistedQueries:
-    """Query texts by sha256, the newest ``capacity`` kept."""
+    """Query texts by sha256: the most recently used, at most ``capacity`` of them and
+    ``max_bytes`` of text."""
 
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._queries: OrderedDict[str, str] = OrderedDict()
+    def __init__(self, capacity: int, *, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self._queries: BoundedCache[str] = BoundedCache(max_entries=capacity, max_bytes=max_bytes)
 
-    def get(self, digest: str) -> str | None:
-        query = self._queries.get(digest)
-        if query is not None:
-            self._queries.move_to_end(digest)
-        return query
+    def get(self, sha256: str) -> str | None:
+        return self._queries.get(sha256.encode())
 
-    def put(self, digest: str, query: str) -> None:
-        self._queries[digest] = query
-        self._queries.move_to_end(digest)
-        while len(self._queries) > self._capacity:
-            self._queries.popitem(last=False)
+    def put(self, sha256: str, query: str) -> None:
+        self._queries.put(sha256.encode(), query, len(query))
+
+
+def _coded(message: str, code: str = TOO_COMPLEX) -> dict[str, Any]:
+    return {"message": message, "extensions": {"code": code}}
 
 
 def persisted_get(params: Mapping[str, str]) -> dict[str, Any] | None:
@@ -102,18 +106,35 @@ class FastPath:
         persisted: PersistedQueries,
         capacity: int,
         *,
+        max_bytes: int = DEFAULT_CACHE_BYTES,
         limits: QueryLimits | None = None,
         rules: Sequence[type[ASTValidationRule]] = (),
+        plans: BoundedCache[object] | None = None,
     ) -> None:
+        """The compiled path of ``built``.
+
+        Args:
+            capacity: most plans kept (with ``max_bytes``, their estimated memory).
+            rules: validation rules beside graphql-core's and the query limits'.
+            plans: the cache of plans (default: a new one, bounded as said).
+        """
         self._built = built
         self._graphql_schema = built.schema._schema
         self._persisted = persisted
-        self._capacity = capacity
         self._limits = limits or QueryLimits()
-        # Strawberry's order: graphql-core's rules, then the extensions' (limits, introspection).
-        self._rules = [*specified_rules, query_limits_rule(self._limits), *rules]
-        self._plans: OrderedDict[tuple[str, str | None], OperationPlan | _Refusal | None] = (
-            OrderedDict()
+        # Strawberry's order: graphql-core's rules, then the extensions' (introspection). The
+        # limits are checked before, alone.
+        self._rules = [*specified_rules, *rules]
+        #: Compiled plans, and markers of the operations the normal executor takes, by digest
+        #: of the document and operation name (see gateway.api.caches: bounded, no refusal).
+        if plans is None:
+            plans = BoundedCache(max_entries=capacity, max_bytes=max_bytes)
+        self._plans = plans
+        #: The answers of documents over the limits, by digest: the errors, never the document,
+        #: and apart from the plans, which refused documents cannot push out. A client that
+        #: repeats one pays a lookup; one that varies it pays its parse, as it would anyway.
+        self._refused: BoundedCache[_Refusal] = BoundedCache(
+            max_entries=capacity, max_bytes=_REFUSALS_BYTES
         )
 
     def resolve_persisted(self, payload: dict[str, Any]) -> FastResponse | None:
@@ -137,6 +158,9 @@ class FastPath:
             return None
         if not isinstance(query, str) or hashlib.sha256(query.encode()).hexdigest() != digest:
             return _error("provided sha256Hash does not match the query", "BAD_REQUEST", 400)
+        problem = document_too_large(query, self._limits.max_query_bytes)
+        if problem is not None:  # never kept
+            return FastResponse({"data": None, "errors": [_coded(problem)]})
         self._persisted.put(digest, query)
         return None
 
@@ -148,18 +172,31 @@ class FastPath:
             return None
         if variables is not None and not isinstance(variables, dict):
             return None
-        plan = self._plan(query, name)
-        if plan is None:
-            return None
+        problem = document_too_large(query, self._limits.max_query_bytes)
+        if problem is not None:  # before anything else: hashing megabytes costs too
+            OperationRecord(ctx).finish(None, None, None, TOO_COMPLEX)
+            return FastResponse({"data": None, "errors": [_coded(problem)]})
+        key = digest(query, name)
+        kept = self._plans.get(key) or self._refused.get(key)
+        plan = kept if isinstance(kept, _Cached) else self._compile(query, name)
         if isinstance(plan, _Refusal):
+            if kept is None:
+                self._refused.put(key, plan, plan.size)
             OperationRecord(ctx).finish(None, None, query, TOO_COMPLEX)
             return FastResponse({"data": None, "errors": list(plan.errors)})
+        if isinstance(plan, _NormalPath):
+            if kept is None:
+                self._plans.put(key, plan, len(key))
+            return None
         coerced = coerce_variables(plan, variables)
         if isinstance(coerced, list):  # the normal path words these errors
             return None
         record = OperationRecord(ctx)
-        ctx.budget = RowBudget(self._limits.max_cost)
+        ctx.budget = self._limits.budget()
         result = await execute_plan(plan, coerced, ctx)
+        if kept is None and not refused(result.errors):
+            # Plans hold their document; measured, the rest adds a fifth at most.
+            self._plans.put(key, plan, document_size(plan.document) * 5 // 4)
         headers: dict[str, str] = {}
         status = _Status()
         errors = format_errors(result.errors, response=status) if result.errors else []
@@ -173,34 +210,25 @@ class FastPath:
         headers.update(status.headers)
         return FastResponse(body, status.status_code or 200, headers)
 
-    def _plan(self, query: str, name: str | None) -> OperationPlan | _Refusal | None:
-        key = (query, name)
-        if key in self._plans:
-            self._plans.move_to_end(key)
-            return self._plans[key]
-        plan = self._compile(query, name)
-        self._plans[key] = plan
-        while len(self._plans) > self._capacity:
-            self._plans.popitem(last=False)
-        return plan
-
-    def _compile(self, query: str, name: str | None) -> OperationPlan | _Refusal | None:
-        # The same limits as Strawberry's path. A document over them is refused here, and the
-        # refusal kept like a plan: repeating it costs a lookup, not a parse.
+    def _compile(self, query: str, name: str | None) -> OperationPlan | _NormalPath | _Refusal:
+        """A plan; or the normal executor's (what the plan does not cover, and invalid
+        documents, whose errors it words); or a refusal (over the limits: size and tokens are
+        counted before parsing, the limits walk the document once before the rest of
+        validation runs)."""
         if too_many_tokens(query, self._limits.max_tokens):
             message = f"the document has more than {self._limits.max_tokens} tokens (max_tokens)"
-            return _Refusal(({"message": message, "extensions": {"code": TOO_COMPLEX}},))
+            return _Refusal((_coded(message),))
         try:
             document = parse(query, max_tokens=self._limits.max_tokens)
         except GraphQLError:
-            return None
-        errors = validate(self._graphql_schema, document, self._rules)
-        if any((e.extensions or {}).get("code") == TOO_COMPLEX for e in errors):
-            # Worded as Strawberry's validation words them: every error, with its code.
+            return _NORMAL_PATH
+        errors = check_limits(document, self._limits)
+        if errors:
+            # Worded as Strawberry's validation words them, with their code.
             formatted = format_errors(errors, validation=errors)
             return _Refusal(tuple(dict(e.formatted) for e in formatted))
-        if errors:
-            return None
+        if validate(self._graphql_schema, document, self._rules):
+            return _NORMAL_PATH
         try:
             return compile_operation(
                 self._graphql_schema,
@@ -210,7 +238,15 @@ class FastPath:
                 dict_types=self._built.dict_types,
             )
         except Unsupported:
-            return None
+            return _NORMAL_PATH
+
+
+class _NormalPath:
+    """An operation the normal executor takes: one the plan does not cover, or an invalid
+    one (whose errors it words). Kept by digest: a marker, no document."""
+
+
+_NORMAL_PATH = _NormalPath()
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +254,14 @@ class _Refusal:
     """A document over the query limits: the errors it is answered with."""
 
     errors: tuple[dict[str, Any], ...]
+
+    @property
+    def size(self) -> int:
+        """Its estimated memory."""
+        return 200 + sum(len(str(e)) for e in self.errors)
+
+
+_Cached = OperationPlan | _NormalPath | _Refusal
 
 
 class _Status:

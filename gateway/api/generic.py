@@ -299,6 +299,7 @@ async def infer(
         with ctx.runtime.observer.span("gateway.decode", current=False):
             feeds = _decode_inputs(mv, inputs, outputs, ctx.settings.max_tensor_elements)
         ctx.spend(max((int(a.shape[0]) if a.ndim else 1 for a in feeds.values()), default=1))
+        ctx.spend_strings(feeds)
         result = await ctx.runtime.run(mv, feeds, outputs)
     tensors = [
         Tensor(name=name, datatype=datatype_of(a), shape=list(a.shape), array=a)

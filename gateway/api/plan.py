@@ -182,7 +182,7 @@ def _compile_selection(
     options: _Options,
 ) -> tuple[FieldPlan, ...]:
     nodes: list[FieldNode] = []
-    _flatten(parent, selection_set, fragments, nodes)
+    _flatten(parent, selection_set, fragments, nodes, set())
     plans: list[FieldPlan] = []
     keys: set[str] = set()
     for node in nodes:
@@ -199,7 +199,11 @@ def _flatten(
     selection_set: SelectionSetNode,
     fragments: dict[str, FragmentDefinitionNode],
     out: list[FieldNode],
+    spread: set[str],
 ) -> None:
+    """The fields of ``selection_set``, fragments expanded. A fragment spread twice in one
+    selection set is collected once, as graphql-core's executor does (``spread``): expanding
+    each spread would double the work with each level of ``fragment F2 { ...F1 ...F1 }``."""
     for selection in selection_set.selections:
         if isinstance(selection, FieldNode):
             out.append(selection)
@@ -207,12 +211,16 @@ def _flatten(
             condition = selection.type_condition
             if condition is not None and condition.name.value != parent.name:
                 raise Unsupported("a fragment on another type")
-            _flatten(parent, selection.selection_set, fragments, out)
+            _flatten(parent, selection.selection_set, fragments, out, spread)
         elif isinstance(selection, FragmentSpreadNode):
-            fragment = fragments[selection.name.value]
+            name = selection.name.value
+            if name in spread:
+                continue
+            spread.add(name)
+            fragment = fragments[name]
             if fragment.type_condition.name.value != parent.name:
                 raise Unsupported("a fragment on another type")
-            _flatten(parent, fragment.selection_set, fragments, out)
+            _flatten(parent, fragment.selection_set, fragments, out, spread)
 
 
 def _compile_field(

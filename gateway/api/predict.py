@@ -119,6 +119,7 @@ async def _predict(
         for group in groups:
             feeds = tm.feeds(group)
             _check_size(feeds, ctx.settings.max_tensor_elements)
+            ctx.spend_strings(feeds)
             runs.append(ctx.runtime.run(mv, feeds, tm.output_names))
     try:
         outputs = [await runs[0]] if len(runs) == 1 else await asyncio.gather(*runs)

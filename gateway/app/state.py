@@ -5,19 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
+from graphql import DocumentNode
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from strawberry.extensions import (
-    AddValidationRules,
     DisableIntrospection,
     MaxTokensLimiter,
     SchemaExtension,
-    ValidationCache,
 )
 
 from gateway.api import GatewaySchema, build_schema
-from gateway.api.caches import DocumentCache
+from gateway.api.caches import BoundedCache, DocumentCache
 from gateway.api.fastpath import FastPath, PersistedQueries
-from gateway.api.limits import QueryLimits, query_limits_rule
+from gateway.api.limits import QueryLimits
 from gateway.api.observe import OperationObserver
 from gateway.api.schema import typed_field_warnings
 from gateway.auth import Authenticator
@@ -35,17 +34,17 @@ logger = logging.getLogger("gateway.app")
 
 def schema_extensions(settings: Settings) -> Sequence[Callable[[], SchemaExtension]]:
     """The schema extensions, outermost first: the observer sees errors after ErrorCodes coded
-    them; parsing and validation are cached per distinct document."""
-    size = settings.query_cache_size
+    them; parsing and validation are cached per distinct document, for the schema these
+    extensions are made for (a cache of its own: a rebuilt schema starts afresh)."""
     limits = QueryLimits.from_settings(settings)
-    rule = query_limits_rule(limits)
+    cache: BoundedCache[DocumentNode] = BoundedCache(
+        max_entries=settings.query_cache_size, max_bytes=settings.query_cache_bytes
+    )
     extensions: list[Callable[[], SchemaExtension]] = [
         OperationObserver,
         ErrorCodes,
         lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
-        lambda: DocumentCache(maxsize=size),
-        lambda: AddValidationRules([rule]),
-        lambda: ValidationCache(maxsize=size),
+        lambda: DocumentCache(cache, limits=limits),
     ]
     if not settings.introspection_enabled:
         extensions.append(DisableIntrospection)
@@ -76,7 +75,9 @@ class Gateway:
             settings.rate_limit or "none",
             "on" if settings.introspection_enabled else "off",
         )
-        self.persisted = PersistedQueries(settings.query_cache_size)
+        self.persisted = PersistedQueries(
+            settings.query_cache_size, max_bytes=settings.query_cache_bytes
+        )
         self.lifecycle: Lifecycle | None = None
         #: The typed-field warnings logged so far, by model: each is said once, not again
         #: at every rebuild.
@@ -93,6 +94,7 @@ class Gateway:
             self.current,
             self.persisted,
             settings.query_cache_size,
+            max_bytes=settings.query_cache_bytes,
             limits=QueryLimits.from_settings(settings),
             rules=() if settings.introspection_enabled else (NoSchemaIntrospectionCustomRule,),
         )

@@ -18,7 +18,7 @@ from strawberry.schema import BaseSchema
 from gateway.api import GatewayContext
 from gateway.api.context import header_map
 from gateway.api.fastpath import FastResponse, persisted_get
-from gateway.api.limits import RowBudget
+from gateway.api.limits import QueryLimits
 from gateway.app.body import read_body
 from gateway.app.state import Gateway
 from gateway.errors import BadRequestError, RequestTimeoutError, UnauthenticatedError
@@ -111,6 +111,7 @@ class GraphQLView(GraphQL[GatewayContext, None]):
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
+        self._limits = QueryLimits.from_settings(gateway.settings)
         self._page: tuple[object, str] | None = None  # (schema it was made for, page)
         # Strawberry refuses websockets opened by pages of other origins than these (a
         # subscription would run with the user's cookies and network position).
@@ -147,7 +148,7 @@ class GraphQLView(GraphQL[GatewayContext, None]):
             lifecycle=self._gateway.lifecycle,
             caller_principal=principal,
             auth_failure=failure,
-            budget=RowBudget(self._gateway.settings.max_cost),
+            budget=self._limits.budget(),
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -188,15 +188,15 @@ class Settings:
     admin_api: bool = field(
         default=False,
         metadata=_doc(
-            "Let anonymous callers use the admin mutations (development; loopback host only). "
-            "Callers with the admin scope always may."
+            "Let anonymous callers on this machine use the admin mutations (development; "
+            "loopback host only). Callers with the admin scope always may."
         ),
     )
     anonymous_scopes: str = field(
         default="auto",
         metadata=_doc(
             "Scopes of callers without credentials, comma-separated; auto: predict,metadata "
-            "on a loopback host, none elsewhere; none: nothing."
+            "for those on this machine of a loopback host, none elsewhere; none: nothing."
         ),
     )
     api_keys_file: Path | None = field(

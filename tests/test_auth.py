@@ -101,7 +101,8 @@ def _code(body: dict[str, Any]) -> str | None:
 
 def _token(**claims: Any) -> str:
     now = int(time.time())
-    base = {"sub": "alice", "aud": "gateway", "iss": "https://idp.example", "exp": now + 60}
+    # An hour: parametrised tokens are made at collection, long before some tests run.
+    base = {"sub": "alice", "aud": "gateway", "iss": "https://idp.example", "exp": now + 3600}
     return jwt.encode({**base, **claims}, SECRET, algorithm="HS256")
 
 

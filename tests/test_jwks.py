@@ -19,9 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.testclient import TestClient
 
-from gateway.app import create_app
-from gateway.config import Settings
-from tests.conftest import start_server, stop_server, write_repository
+from tests.conftest import in_process_client, start_server, stop_server, write_repository
 from tests.test_lifecycle import _scaled
 
 INFER = '{ infer(model: "m", inputs: [{name: "x", shape: [1, 2], data: [1, 1]}]) { version } }'
@@ -154,25 +152,16 @@ def test_a_slow_key_server_stalls_nothing(tmp_path: Path, key_server: KeyServer)
         stop_server(server)
 
 
-def _client(root: Path, env: dict[str, str]) -> Iterator[TestClient]:
-    settings = Settings.load(environ={"GATEWAY_MODELS": str(root), **env})
-    with TestClient(create_app(settings), base_url="http://localhost") as client:
-        deadline = time.monotonic() + 30
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        yield client
-
-
 def _answer(client: TestClient, token: str) -> int:
     headers = {"Authorization": f"Bearer {token}"}
     return client.post("/graphql", json={"query": INFER}, headers=headers).status_code
 
 
 def test_unknown_kids_cannot_hammer_the_key_server(tmp_path: Path, key_server: KeyServer) -> None:
-    """Forged tokens with made-up kids: before, each one fetched the JWKS again."""
+    """Forged tokens with made-up kids ask for at most one fetch per cooldown (a guard: PyJWT's
+    client, used before, had a cooldown too, but fetched on the event loop when it ended)."""
     root = write_repository(tmp_path / "repo", {"m/1": _scaled(1)})
-    for client in _client(root, _env(key_server.url)):
+    for client in in_process_client(root, _env(key_server.url)):
         good = _token(key_server.keys["k1"], "k1")
         deadline = time.monotonic() + 10
         while _answer(client, good) != 200:
@@ -190,12 +179,12 @@ def test_unknown_kids_cannot_hammer_the_key_server(tmp_path: Path, key_server: K
 def test_a_key_rotated_in_is_picked_up(tmp_path: Path, key_server: KeyServer) -> None:
     root = write_repository(tmp_path / "repo", {"m/1": _scaled(1)})
     env = _env(key_server.url, GATEWAY_JWT_JWKS_REFRESH_SECONDS="600")
-    for client in _client(root, env):
+    for client in in_process_client(root, env):
         deadline = time.monotonic() + 10
         while _answer(client, _token(key_server.keys["k1"], "k1")) != 200:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        gateway = client.app.state.gateway  # type: ignore[attr-defined]
+        gateway = client.app.state.gateway
         remote = gateway.auth.remote_keys
         assert remote is not None
         remote.cooldown = 0.2  # the 30 s of production, shortened for the test

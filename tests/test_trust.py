@@ -3,7 +3,6 @@ a loopback peer and an allowed Host; forwarded headers count only from configure
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,11 +12,10 @@ import pytest
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from gateway.app import create_app
 from gateway.config import Settings
 from gateway.errors import ConfigError
 from gateway.trust import Trust
-from tests.conftest import start_server, stop_server, write_repository
+from tests.conftest import in_process_client, start_server, stop_server, write_repository
 from tests.test_lifecycle import _scaled
 
 INFER = '{ infer(model: "m", inputs: [{name: "x", shape: [1, 2], data: [1, 1]}]) { version } }'
@@ -113,16 +111,7 @@ def test_bad_trust_settings_name_the_key() -> None:
 
 
 def _client(root: Path, peer: str, **env: str) -> Iterator[TestClient]:
-    settings = Settings.load(environ={"GATEWAY_MODELS": str(root), **env})
-    app = create_app(settings)
-    with TestClient(app, base_url="http://localhost", client=(peer, 1)) as client:
-        deadline = time.monotonic() + 30
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        while app.state.gateway.lifecycle is None:
-            time.sleep(0.01)
-        yield client
+    yield from in_process_client(root, env, peer=peer)
 
 
 def test_a_non_loopback_peer_gets_no_development_privileges(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     ConnectionInitMessage,
     ErrorMessage,
+    Message,
     SubscribeMessage,
 )
 
@@ -45,6 +46,9 @@ class GatewayWSHandler(BaseGraphQLTransportWSHandler[GatewayContext, None]):
     """Strawberry's graphql-transport-ws handler with the rules of the module docstring."""
 
     _watch: asyncio.Task[None] | None = None
+    #: Closed for its credentials: messages still arriving (sent before the client saw the
+    #: close) are dropped, and nothing more is sent.
+    _closed = False
 
     @property
     def _gateway(self) -> Gateway:
@@ -55,6 +59,14 @@ class GatewayWSHandler(BaseGraphQLTransportWSHandler[GatewayContext, None]):
         await super().handle_connection_init(message)
         if self.connection_acknowledged and self._watch is None:
             self._watch = asyncio.create_task(self._watch_credentials())
+
+    async def handle_message(self, message: Message) -> None:
+        if not self._closed:
+            await super().handle_message(message)
+
+    async def send_message(self, message: Message) -> None:
+        if not self._closed:
+            await super().send_message(message)
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         if not self.connection_acknowledged or message["id"] in self.operations:
@@ -122,4 +134,5 @@ class GatewayWSHandler(BaseGraphQLTransportWSHandler[GatewayContext, None]):
     async def _close(self, why: str) -> None:
         # A close reason is at most 123 bytes.
         reason = f"Forbidden: {why}".encode()[:123].decode(errors="ignore")
+        self._closed = True
         await self.websocket.close(code=CREDENTIALS_CLOSE_CODE, reason=reason)

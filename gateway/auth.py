@@ -149,8 +149,8 @@ class Authenticator:
         self._keys: dict[str, _Key] = {}
         self._verified: dict[str, Principal] = {}  # API keys seen, by the full key
         if keys_file is not None:
+            self._keys = _read_keys(keys_file)  # a file that cannot be read: ConfigError
             self._keys_seen = _file_state(keys_file)
-            self._keys = _read_keys(keys_file)
         self._jwt_secret = jwt_secret
         self._remote: RemoteKeys | None = None
         self._jwks_keys: tuple[jwt.PyJWK, ...] = ()

@@ -89,6 +89,19 @@ class GatewayWSHandler(BaseGraphQLTransportWSHandler[GatewayContext, None]):
             await self.send_message(refusal)
             return
         await super().handle_subscribe(message)
+        await self._let_others_run()
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        await super().cleanup_operation(operation_id)
+        await self._let_others_run()
+
+    @staticmethod
+    async def _let_others_run() -> None:
+        # Setting an operation up (parse, validation, extensions) or tearing it down takes a
+        # millisecond or so of the event loop. A burst of them from one socket (100 subscribes,
+        # or a socket closing with 100 open) would queue that many steps at once ahead of
+        # everyone else's requests; one step per turn of the loop lets others run between.
+        await asyncio.sleep(0)
 
     async def shutdown(self) -> None:
         if self._watch is not None:

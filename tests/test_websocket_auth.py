@@ -145,6 +145,23 @@ def test_sockets_without_valid_credentials_answer_each_operation(client: TestCli
             assert error["extensions"]["code"] == "UNAUTHENTICATED"
 
 
+def test_a_key_added_later_works_on_an_open_socket_and_is_watched(
+    client: TestClient, keys_file: tuple[Path, str, str]
+) -> None:
+    path, _, hashed = keys_file
+    late, late_hash = new_key("late")
+    with _open(client, {"X-API-Key": late}) as ws:
+        _init(ws)
+        error = _query(ws, "1")["payload"]["errors"][0]
+        assert error["extensions"]["code"] == "UNAUTHENTICATED"
+        _keys(path, reader=(hashed, ["metadata"]), late=(late_hash, ["metadata"]))
+        time.sleep(0.6)
+        assert "errors" not in _query(ws, "2")["payload"]
+        _keys(path, reader=(hashed, ["metadata"]))  # and revoked again
+        time.sleep(1.0)
+        assert _closed_with(ws) == 4403
+
+
 @pytest.mark.parametrize("limit", [None, 3])
 def test_operations_per_socket_are_capped(
     tmp_path: Path, keys_file: tuple[Path, str, str], limit: int | None

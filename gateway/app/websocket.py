@@ -57,7 +57,11 @@ class GatewayWSHandler(BaseGraphQLTransportWSHandler[GatewayContext, None]):
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         await super().handle_connection_init(message)
-        if self.connection_acknowledged and self._watch is None:
+        if self.connection_acknowledged:
+            self._start_watch()
+
+    def _start_watch(self) -> None:
+        if self._watch is None or self._watch.done():
             self._watch = asyncio.create_task(self._watch_credentials())
 
     async def handle_message(self, message: Message) -> None:
@@ -121,6 +125,9 @@ class GatewayWSHandler(BaseGraphQLTransportWSHandler[GatewayContext, None]):
             await self._close(exc.message)
             return False
         context.caller_principal = principal
+        if context.auth_failure is not None:  # a key added to the keys file since
+            context.auth_failure = None
+            self._start_watch()
         return True
 
     async def _watch_credentials(self) -> None:

@@ -102,7 +102,7 @@ class RemoteKeys:
                 len(self.keys),
             )
             return False
-        except (OSError, ValueError, jwt.PyJWTError) as exc:
+        except Exception as exc:  # whatever another server answers: keep the keys there are
             logger.warning(
                 "JWKS %s: cannot fetch the keys (%s); keeping %d key(s)",
                 where,

@@ -195,3 +195,12 @@ def test_a_key_rotated_in_is_picked_up(tmp_path: Path, key_server: KeyServer) ->
         while _answer(client, rotated) != 200:
             assert time.monotonic() < deadline, "the new key was never fetched"
             time.sleep(0.1)
+        # A key server that answers an empty set: the keys there were stay in use.
+        key_server.keys.clear()
+        fetched = remote.fetches
+        assert _answer(client, _token(_private(), "unknown")) == 401  # asks for a fetch
+        while remote.fetches == fetched:
+            assert time.monotonic() < deadline + 10
+            time.sleep(0.05)
+        time.sleep(0.2)
+        assert _answer(client, rotated) == 200

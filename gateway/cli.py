@@ -323,6 +323,10 @@ def _serve(args: argparse.Namespace) -> int:
             max_header_bytes=settings.max_header_bytes,
         ),
         "timeout_keep_alive": settings.keep_alive_seconds,
+        # Forwarded headers only from the configured proxies, by the rule gateway.trust
+        # applies too; uvicorn's default would believe any loopback peer.
+        "proxy_headers": bool(settings.forwarded_allow_ips),
+        "forwarded_allow_ips": list(settings.forwarded_allow_ips) or None,
     }
     if settings.tls_certfile is not None:
         options["ssl_certfile"] = str(settings.tls_certfile)

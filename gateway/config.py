@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -36,6 +37,11 @@ LOG_FORMATS = ("json", "human")
 OTEL_PREFIX = "OTEL_"
 #: Hosts that only this machine can reach.
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+#: Shortest HS256 secret accepted, in bytes (RFC 7518 3.2: at least the hash's 256 bits).
+MIN_JWT_SECRET_BYTES = 32
+#: Settings that may come from a file instead (``GATEWAY_<KEY>_FILE`` or ``<key>_file`` in the
+#: settings file), as Docker and Kubernetes mount secrets.
+SECRET_FILE_KEYS = ("jwt_secret", "rate_limit_storage")
 
 
 def _bundled_models() -> Path:
@@ -241,15 +247,15 @@ class Settings:
     admin_api: bool = field(
         default=False,
         metadata=_doc(
-            "Let anonymous callers use the admin mutations (development; loopback host only). "
-            "Callers with the admin scope always may."
+            "Let anonymous callers on this machine use the admin mutations (development; "
+            "loopback host only). Callers with the admin scope always may."
         ),
     )
     anonymous_scopes: str = field(
         default="auto",
         metadata=_doc(
             "Scopes of callers without credentials, comma-separated; auto: predict,metadata "
-            "on a loopback host, none elsewhere; none: nothing."
+            "for those on this machine of a loopback host, none elsewhere; none: nothing."
         ),
     )
     api_keys_file: Path | None = field(
@@ -257,17 +263,56 @@ class Settings:
         metadata=_doc("TOML file of API keys: [[keys]] id, hash, scopes (gateway new-key)."),
     )
     jwt_secret: str | None = field(
-        default=None, repr=False, metadata=_doc("Shared secret of HS256 JWT bearer tokens.")
+        default=None,
+        repr=False,
+        metadata=_doc(
+            "Shared secret of HS256 JWT bearer tokens, at least 32 bytes (or "
+            "GATEWAY_JWT_SECRET_FILE: a file holding it)."
+        ),
     )
     jwt_jwks: str | None = field(
         default=None,
         metadata=_doc("JWKS file or URL of RS256/ES256 JWT bearer tokens' public keys."),
     )
-    jwt_issuer: str | None = field(default=None, metadata=_doc("Required JWT iss claim."))
-    jwt_audience: str | None = field(default=None, metadata=_doc("Required JWT aud claim."))
+    jwt_issuer: str | None = field(
+        default=None, metadata=_doc("The iss claim tokens must carry (required with JWTs on).")
+    )
+    jwt_audience: str | None = field(
+        default=None, metadata=_doc("The aud claim tokens must carry (required with JWTs on).")
+    )
+    jwt_jwks_timeout_seconds: float = field(
+        default=3.0,
+        metadata=_doc("Longest a fetch of the JWKS URL may take (in the background)."),
+    )
+    jwt_jwks_refresh_seconds: float = field(
+        default=300.0,
+        metadata=_doc(
+            "Seconds between fetches of the JWKS URL (a token with an unknown kid asks for one "
+            "sooner, at most every 30 s)."
+        ),
+    )
     request_timeout_seconds: float = field(
         default=30.0,
         metadata=_doc("Longest a GraphQL request may run; beyond, TIMEOUT (HTTP 504)."),
+    )
+    allowed_hosts: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc(
+            "Host names clients may use besides localhost, 127.0.0.1 and [::1], comma-separated "
+            "(*.example.com: any subdomain); others get HTTP 400 on a loopback host, and "
+            "elsewhere once this is set."
+        ),
+    )
+    forwarded_allow_ips: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc(
+            "Proxies (addresses or networks, comma-separated; *: any) whose X-Forwarded-For and "
+            "X-Forwarded-Proto are believed. Default: none, the peer is the client."
+        ),
+    )
+    max_subscriptions: int = field(
+        default=100,
+        metadata=_doc("Most operations open at once on one websocket; beyond, BAD_REQUEST."),
     )
     cors_origins: tuple[str, ...] = field(
         default=(),
@@ -291,13 +336,17 @@ class Settings:
     )
     rate_limit_storage: str = field(
         default="memory://",
-        metadata=_doc("Where rate-limit counters live: memory://, or redis://host:port shared."),
+        repr=False,  # a Redis URL may hold a password
+        metadata=_doc(
+            "Where rate-limit counters live: memory://, or redis://host:port shared (or "
+            "GATEWAY_RATE_LIMIT_STORAGE_FILE: a file holding it)."
+        ),
     )
     introspection: str = field(
         default="auto",
         metadata=_doc(
             "GraphQL introspection and field suggestions: on, off, or auto (on only on a "
-            "loopback host)."
+            "loopback host with no forwarded_allow_ips)."
         ),
     )
     trace_viewer: bool = field(
@@ -326,27 +375,43 @@ class Settings:
 
     @property
     def loopback(self) -> bool:
-        """Whether only this machine can reach the server."""
-        return self.host in LOOPBACK_HOSTS
+        """Whether only this machine can reach the server (the bind address is loopback)."""
+        return _is_loopback(self.host)
 
     @property
     def anonymous(self) -> frozenset[str]:
-        """The scopes of callers without credentials (``anonymous_scopes`` resolved)."""
+        """The scopes of every caller without credentials (``anonymous_scopes`` as given; auto
+        gives them nothing: its scopes are ``anonymous_local``'s)."""
         text = self.anonymous_scopes.strip().lower()
-        if text == "auto":
-            scopes = {"predict", "metadata"} if self.loopback else set()
-        elif text in ("", "none"):
-            scopes = set()
-        else:
-            scopes = {s.strip() for s in self.anonymous_scopes.split(",") if s.strip()}
+        if text in ("auto", "", "none"):
+            return frozenset()
+        return frozenset(s.strip() for s in self.anonymous_scopes.split(",") if s.strip())
+
+    @property
+    def anonymous_local(self) -> frozenset[str]:
+        """The scopes of a caller without credentials on this machine (a loopback peer of a
+        loopback host, not through a proxy): development. ``auto`` gives it predict and
+        metadata, ``admin_api`` the admin scope."""
+        scopes = set(self.anonymous)
+        if self.anonymous_scopes.strip().lower() == "auto" and self.loopback:
+            scopes |= {"predict", "metadata"}
         if self.admin_api:
             scopes.add("admin")
         return frozenset(scopes)
 
     @property
     def introspection_enabled(self) -> bool:
-        """Whether introspection (and field suggestions) are on."""
-        return self.introspection == "on" or (self.introspection == "auto" and self.loopback)
+        """Whether introspection (and field suggestions) are on. ``auto``: on a loopback host
+        that no proxy fronts, where every caller that passes the Host check is on this machine
+        (the schema is built once, not per caller)."""
+        if self.introspection != "auto":
+            return self.introspection == "on"
+        return self.loopback and not self.forwarded_allow_ips
+
+    @property
+    def jwt_enabled(self) -> bool:
+        """Whether bearer JWTs are accepted."""
+        return self.jwt_secret is not None or self.jwt_jwks is not None
 
     def __post_init__(self) -> None:
         _check_min("port", self.port, 0, 65535)
@@ -367,7 +432,7 @@ class Settings:
         _check_min("max_header_bytes", self.max_header_bytes, 1024)
         if not self.poll_seconds >= 0:
             raise ConfigError(f"poll_seconds: invalid value {self.poll_seconds!r}: expected >= 0")
-        if self.admin_api and self.host not in LOOPBACK_HOSTS:
+        if self.admin_api and not self.loopback:
             raise ConfigError(
                 f"admin_api: anonymous admin needs a loopback host ({', '.join(LOOPBACK_HOSTS)}); "
                 f"host is {self.host!r}: give an API key or token the admin scope instead"
@@ -375,8 +440,9 @@ class Settings:
         _check_choice("introspection", self.introspection, ("on", "off", "auto"))
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             raise ConfigError("tls_certfile and tls_keyfile: give both or neither")
-        if self.jwt_secret is not None and self.jwt_jwks is not None:
-            raise ConfigError("jwt_secret and jwt_jwks: configure one of them")
+        self._check_jwt()
+        self._check_trust()
+        _check_min("max_subscriptions", self.max_subscriptions, 1)
         _check_min("inference_threads", self.inference_threads, 1)
         _check_min("max_tensor_elements", self.max_tensor_elements, 1)
         _check_min("max_batch_rows", self.max_batch_rows, 1)
@@ -399,6 +465,49 @@ class Settings:
         _check_min("max_delay_us", self.max_delay_us, 0)
         _check_min("max_queue", self.max_queue, 1)
 
+    def _check_jwt(self) -> None:
+        if self.jwt_secret is not None and self.jwt_jwks is not None:
+            raise ConfigError("jwt_secret and jwt_jwks: configure one of them")
+        if not self.jwt_enabled:
+            return
+        # A token is only ours if it names us and our identity provider: without these, a
+        # token the same provider issued to another service would be accepted.
+        for key, claim in (("jwt_audience", "aud"), ("jwt_issuer", "iss")):
+            if not getattr(self, key):
+                raise ConfigError(
+                    f"{key}: required when JWTs are on (jwt_secret or jwt_jwks): the {claim} "
+                    "claim every token must carry"
+                )
+        if self.jwt_secret is not None:
+            size = len(self.jwt_secret.encode())
+            if size < MIN_JWT_SECRET_BYTES:
+                raise ConfigError(
+                    f"jwt_secret: {size} bytes is too short to sign tokens: expected at least "
+                    f"{MIN_JWT_SECRET_BYTES} random bytes (e.g. openssl rand -hex 32)"
+                )
+        for key in ("jwt_jwks_timeout_seconds", "jwt_jwks_refresh_seconds"):
+            value = getattr(self, key)
+            if not value > 0:
+                raise ConfigError(f"{key}: invalid value {value!r}: expected > 0")
+
+    def _check_trust(self) -> None:
+        for entry in self.forwarded_allow_ips:
+            if entry == "*":
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"forwarded_allow_ips: invalid value {entry!r}: expected an address "
+                    "(10.0.0.7), a network (10.0.0.0/8) or *"
+                ) from exc
+        for name in self.allowed_hosts:
+            if not name or "/" in name or " " in name or "*" in name.removeprefix("*."):
+                raise ConfigError(
+                    f"allowed_hosts: invalid value {name!r}: expected a host name "
+                    "(api.example.com), an address, or *.example.com"
+                )
+
     @classmethod
     def load(
         cls,
@@ -412,13 +521,15 @@ class Settings:
             environ: the process environment (tests pass a dict).
             flags: values given on the command line, keyed by field name; None values are unset.
         """
-        given = {k: v for k, v in (flags or {}).items() if v is not None}
-        from_env = _from_env(environ)
+        given = _read_secret_files(
+            {k: v for k, v in (flags or {}).items() if v is not None}, "flag"
+        )
+        from_env = _read_secret_files(_from_env(environ), "environment")
         from_env["otel"] = {k: v for k, v in environ.items() if k.startswith(OTEL_PREFIX)}
         config_file = given.get("config_file", from_env.get("config_file"))
         values: dict[str, Any] = {}
         if config_file is not None:
-            values.update(_read_toml(Path(config_file)))
+            values.update(_read_secret_files(_read_toml(Path(config_file)), "config_file"))
         for source in (from_env, given):
             for key, value in source.items():
                 if key == "session" and isinstance(values.get("session"), dict):
@@ -469,6 +580,8 @@ def _variables() -> dict[str, tuple[str, ...]]:
                 names[f"{ENV_PREFIX}SESSION_{sf.name.upper()}"] = ("session", sf.name)
             continue
         names[f"{ENV_PREFIX}{f.name.upper()}"] = (f.name,)
+        if f.name in SECRET_FILE_KEYS:  # a file the secret is read from (Docker, Kubernetes)
+            names[f"{ENV_PREFIX}{f.name.upper()}_FILE"] = (f"{f.name}_file",)
     return names
 
 
@@ -498,6 +611,32 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
             hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
             warnings.append(f"{name} is not a setting and is ignored{hint}")
     return warnings
+
+
+def _read_secret_files(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """``values`` with each ``<key>_file`` replaced by ``<key>``: the file's text, read now."""
+    for key in SECRET_FILE_KEYS:
+        path = values.pop(f"{key}_file", None)
+        if path is None:
+            continue
+        if values.get(key) is not None:
+            raise ConfigError(f"{key} and {key}_file ({where}): give one of them")
+        try:
+            # Mounted secrets often end with a newline that is not part of the secret.
+            values[key] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise ConfigError(f"{key}_file: cannot read {path}: {reason}") from exc
+    return values
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

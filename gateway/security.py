@@ -60,7 +60,10 @@ def format_errors(
     A variable's value that does not fit its type is quoted as the JSON the client sent
     (``variables``: the request's)."""
     formatted = [
-        _format(e, validation=any(e is v for v in validation), variables=variables) for e in errors
+        e
+        if _formatted(e)
+        else _format(e, validation=any(e is v for v in validation), variables=variables)
+        for e in errors
     ]
     if response is not None and any(
         (e.extensions or {}).get("code") == "OVERLOADED" for e in formatted
@@ -80,6 +83,14 @@ class ErrorCodes(SchemaExtension):
         yield
         self._validation_errors = list(self.execution_context.pre_execution_errors or ())
 
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        # A query or mutation over a websocket: Strawberry sends its result before
+        # on_operation resumes (and skips process_errors for it), so it is coded here.
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = format_errors(errors, validation=self._validation_errors)
+        yield
+
     def on_operation(self) -> Iterator[None]:
         self._validation_errors = []
         yield
@@ -93,6 +104,12 @@ class ErrorCodes(SchemaExtension):
             response=response,
             variables=self.execution_context.variables,
         )
+
+
+def _formatted(error: GraphQLError) -> bool:
+    # Formatted already (a result both streamed and seen by on_operation): formatting is
+    # applied once, so an error is never masked or logged twice.
+    return error.original_error is None and "code" in (error.extensions or {})
 
 
 def _format(

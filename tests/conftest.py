@@ -286,3 +286,22 @@ def example_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSer
     server = start_server(EXAMPLE_MODELS, log)
     yield server
     stop_server(server)
+
+
+def in_process_client(
+    root: Path, env: Mapping[str, str], *, peer: str = "127.0.0.1"
+) -> Iterator[Any]:
+    """A Starlette test client of the gateway on ``root`` (settings from ``env``), named
+    ``localhost`` from ``peer`` (by default, as a browser on this machine); yields it once the
+    models are loaded and the admin mutations ready."""
+    from starlette.testclient import TestClient
+
+    from gateway.app import create_app
+
+    app = create_app(Settings.load(environ={"GATEWAY_MODELS": str(root), **env}))
+    with TestClient(app, base_url="http://localhost", client=(peer, 1)) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").status_code != 200 or app.state.gateway.lifecycle is None:
+            assert time.monotonic() < deadline, "the gateway did not get ready"
+            time.sleep(0.02)
+        yield client

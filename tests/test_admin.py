@@ -26,7 +26,9 @@ INFER = (
 
 def _client(root: Path, **env: str) -> Iterator[TestClient]:
     settings = Settings.load(environ={"GATEWAY_MODELS": str(root), **env})
-    with TestClient(create_app(settings)) as client:
+    # As a browser on this machine: a loopback peer naming localhost (development privileges).
+    local = TestClient(create_app(settings), base_url="http://localhost", client=("127.0.0.1", 1))
+    with local as client:
         deadline = time.monotonic() + 30
         while client.get("/readyz").status_code != 200:
             assert time.monotonic() < deadline, "not ready"
@@ -124,7 +126,9 @@ def test_bad_admin_requests_have_codes(admin: TestClient, mutation: str, code: s
 
 
 def test_events_stream_and_the_schema_follows_new_models(admin: TestClient, tmp_path: Path) -> None:
-    with admin.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+    with admin.websocket_connect(
+        "ws://localhost/graphql", subprotocols=["graphql-transport-ws"]
+    ) as ws:
         ws.send_json({"type": "connection_init"})
         assert ws.receive_json()["type"] == "connection_ack"
         ws.send_json(

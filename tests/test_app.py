@@ -36,7 +36,7 @@ def test_not_ready_while_loading_then_ready_with_the_typed_schema() -> None:
 
     async def scenario() -> None:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             # No lifespan yet: nothing has loaded.
             loading = await client.get("/readyz")
             assert loading.status_code == 503 and loading.json() == {"status": "loading"}
@@ -71,7 +71,7 @@ def test_graphiql_page_and_static_assets(tmp_path: Path) -> None:
     async def scenario() -> None:
         transport = httpx.ASGITransport(app=app)
         async with (
-            httpx.AsyncClient(transport=transport, base_url="http://gw") as client,
+            httpx.AsyncClient(transport=transport, base_url="http://localhost") as client,
             app.router.lifespan_context(app),
         ):
             await _until_ready(client)
@@ -96,7 +96,7 @@ def test_graphql_posts_in_process_fast_and_fallback(tmp_path: Path) -> None:
     async def scenario() -> None:
         transport = httpx.ASGITransport(app=app)
         async with (
-            httpx.AsyncClient(transport=transport, base_url="http://gw") as client,
+            httpx.AsyncClient(transport=transport, base_url="http://localhost") as client,
             app.router.lifespan_context(app),
         ):
             await _until_ready(client)

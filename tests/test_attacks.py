@@ -1,5 +1,9 @@
 """Attacks on a real server bound like a production one (keys and tokens required): each is
-refused with its code, while a well-behaved client keeps getting answers within 2x its p99."""
+refused with its code, while a well-behaved client keeps getting answers within 2x its p99.
+
+Tokens are RS256 ones checked with the keys of a JWKS URL, served on 127.0.0.1 by a key server
+that turns slow (5 s an answer) once the gateway has its keys: tokens with unknown kids then
+ask the gateway to fetch again while the good client is measured."""
 
 from __future__ import annotations
 
@@ -16,28 +20,51 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
 
 from gateway.auth import new_key
 from tests.conftest import EXAMPLE_MODELS, LiveServer, start_server, stop_server
+from tests.test_jwks import KeyServer
 
 pytestmark = pytest.mark.e2e
 
-SECRET = "attack-suite-shared-secret-0123456789"
+ISSUER = "https://idp.example"
 ROW = "{sepalLength: 5.1, sepalWidth: 3.5, petalLength: 1.4, petalWidth: 0.2}"
 GOOD = f"query Good {{ predict {{ iris(input: {ROW}) {{ label }} }} }}"
 SLOW_HEADER_TIMEOUT = 2.0
 SLOW_BODY_TIMEOUT = 3.0
 FORGED_LOG_LINE = '{"level": "error", "logger": "gateway.auth", "message": "admin key accepted"}'
+#: A websocket attack's "status" while the socket is open (HTTP 101, Switching Protocols).
+OPEN = 101
+EVENTS = "subscription { modelEvents { model } }"
 
 
-def _token(**claims: Any) -> str:
-    base = {"sub": "attacker", "aud": "gateway", "scope": "predict", "exp": int(time.time()) + 300}
-    return jwt.encode({**base, **claims}, SECRET, algorithm="HS256")
+def _token(signer: rsa.RSAPrivateKey, kid: str = "k1", **claims: Any) -> str:
+    base = {"sub": "attacker", "aud": "gateway", "iss": ISSUER, "scope": "predict"}
+    payload = {**base, "exp": int(time.time()) + 300, **claims}
+    payload = {k: v for k, v in payload.items() if v is not None}  # None: no such claim
+    return jwt.encode(payload, signer, algorithm="RS256", headers={"kid": kid})
 
 
-def _attacks(key: str, metadata_key: str) -> list[tuple[str, dict[str, Any], int, str]]:
-    """(name, request, HTTP status, code) for each attack."""
+def _pem(key: rsa.RSAPrivateKey) -> bytes:
+    # For the attackers' processes, which sign a short-lived token when they start.
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _attacks(
+    key: str, metadata_key: str, signer: rsa.RSAPrivateKey
+) -> list[tuple[str, dict[str, Any], int, str]]:
+    """(name, request, HTTP status, code) for each attack; a request with a "websocket" entry
+    is one of _WEBSOCKET_ATTACKS."""
     auth = {"Authorization": f"Bearer {key}"}
+    forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
     def gql(query: str, **extra: Any) -> dict[str, Any]:
         return {"json": {"query": query, **extra}, "headers": auth}
@@ -149,32 +176,46 @@ def _attacks(key: str, metadata_key: str) -> list[tuple[str, dict[str, Any], int
             401,
             "UNAUTHENTICATED",
         ),
-        (
-            "expired token",
-            {
-                "json": {"query": GOOD},
-                "headers": {"Authorization": "Bearer " + _token(exp=int(time.time()) - 60)},
-            },
-            401,
-            "UNAUTHENTICATED",
+        *(
+            (name, {"json": {"query": GOOD}, "headers": {"Authorization": f"Bearer {token}"}})
+            + (401, "UNAUTHENTICATED")
+            for name, token in (
+                ("expired token", _token(signer, exp=int(time.time()) - 60)),
+                ("wrongly signed token", _token(signer)[:-4] + "AAAA"),
+                ("another audience", _token(signer, aud="billing")),
+                ("a token without an audience", _token(signer, aud=None)),
+                ("a token without an issuer", _token(signer, iss=None)),
+                ("another issuer", _token(signer, iss="https://evil.example")),
+                ("a token signed with another key", _token(forger)),
+                ("unknown kids (a slow key server)", _token(forger, kid="rotated-in-maybe")),
+            )
         ),
         (
-            "wrongly signed token",
+            "DNS rebinding: another Host, Origin, X-Forwarded-For",
             {
-                "json": {"query": GOOD},
-                "headers": {"Authorization": "Bearer " + _token()[:-4] + "AAAA"},
+                "json": {
+                    "query": 'mutation { setDefaultVersion(name: "iris", version: 1) { name } }'
+                },
+                "headers": {
+                    "Host": "rebind.attacker.example",
+                    "Origin": "http://rebind.attacker.example",
+                    "X-Forwarded-For": "10.9.9.9",
+                },
             },
-            401,
-            "UNAUTHENTICATED",
+            400,
+            "BAD_REQUEST",
         ),
         (
-            "another audience",
-            {
-                "json": {"query": GOOD},
-                "headers": {"Authorization": "Bearer " + _token(aud="billing")},
-            },
-            401,
-            "UNAUTHENTICATED",
+            "one socket holding 100 operations, asking for more",
+            {"websocket": "subscriptions"},
+            OPEN,
+            "BAD_REQUEST",
+        ),
+        (
+            "a socket outliving its token",
+            {"websocket": "expiry", "signer": _pem(signer)},
+            4403,
+            "",
         ),
         (
             "a key without the model's scope",
@@ -195,6 +236,9 @@ def _attacks(key: str, metadata_key: str) -> list[tuple[str, dict[str, Any], int
 @pytest.fixture(scope="module")
 def exposed(tmp_path_factory: pytest.TempPathFactory) -> Any:
     folder = tmp_path_factory.mktemp("attacks")
+    key_server = KeyServer()
+    signer = key_server.keys["k1"] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_server.thread.start()
     good_key, good_hash = new_key("good")
     meta_key, meta_hash = new_key("meta")
     (folder / "keys.toml").write_text(
@@ -209,15 +253,29 @@ def exposed(tmp_path_factory: pytest.TempPathFactory) -> Any:
             "GATEWAY_ANONYMOUS_SCOPES": "none",
             "GATEWAY_INTROSPECTION": "off",
             "GATEWAY_API_KEYS_FILE": str(folder / "keys.toml"),
-            "GATEWAY_JWT_SECRET": SECRET,
+            "GATEWAY_JWT_JWKS": key_server.url,
             "GATEWAY_JWT_AUDIENCE": "gateway",
             # Short enough for the slow-loris attack to see its connections cut off.
             "GATEWAY_HEADER_TIMEOUT_SECONDS": str(SLOW_HEADER_TIMEOUT),
             "GATEWAY_BODY_TIMEOUT_SECONDS": str(SLOW_BODY_TIMEOUT),
+            "GATEWAY_JWT_ISSUER": ISSUER,
         },
     )
-    yield server, good_key, meta_key
-    stop_server(server)
+    good = {"Authorization": f"Bearer {_token(signer)}"}
+    deadline = time.monotonic() + 10
+    while (
+        httpx.post(f"{server.url}/graphql", json={"query": GOOD}, headers=good).status_code != 200
+    ):
+        assert time.monotonic() < deadline, "the gateway never fetched the JWKS"
+        time.sleep(0.1)
+    key_server.delay = 5.0  # from now on, each fetch of the keys takes 5 s
+    try:
+        yield server, good_key, meta_key, signer
+    finally:
+        key_server.delay = 0.0
+        stop_server(server)
+        key_server.http.shutdown()
+        key_server.http.server_close()
 
 
 def _p99(latencies: list[float]) -> float:
@@ -237,21 +295,95 @@ async def _good_client(server: LiveServer, key: str, count: int) -> list[float]:
     return latencies
 
 
+def _socket(url: str, headers: dict[str, str]) -> ClientConnection:
+    """A graphql-transport-ws socket, acknowledged."""
+    ws = connect(
+        "ws" + url.removeprefix("http") + "/graphql",
+        subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+        additional_headers=headers,
+        open_timeout=10,
+    )
+    ws.send(json.dumps({"type": "connection_init"}))
+    assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+    return ws
+
+
+def _subscribe(ws: ClientConnection, op_id: str) -> None:
+    ws.send(json.dumps({"id": op_id, "type": "subscribe", "payload": {"query": EVENTS}}))
+
+
+def _crowd(url: str, key: str) -> ClientConnection:
+    """A socket holding max_subscriptions (100) subscriptions."""
+    ws = _socket(url, {"X-API-Key": key})
+    for i in range(100):
+        _subscribe(ws, f"held-{i}")
+    return ws
+
+
+def _one_more(ws: ClientConnection, op_id: str) -> tuple[int, str | None]:
+    """Another subscription on a full socket: the code it is refused with."""
+    _subscribe(ws, op_id)
+    message = json.loads(ws.recv(timeout=30))
+    error = message["payload"][0] if message["type"] == "error" else {}
+    return OPEN, error.get("extensions", {}).get("code", message["type"])
+
+
+def _closed(ws: ClientConnection) -> tuple[int, str | None] | None:
+    """The close code of a socket the server closed, or None while it is open."""
+    try:
+        ws.recv(timeout=0)
+    except TimeoutError:
+        return None
+    except ConnectionClosed as closed:
+        return (closed.rcvd.code if closed.rcvd else 1006), ""
+    return None
+
+
 def _attack_loop(
-    url: str, attacks: list[tuple[str, dict[str, Any], int, str]], stop: Any, results: Any
+    url: str,
+    attacks: list[tuple[str, dict[str, Any], int, str]],
+    metadata_key: str,
+    stop: Any,
+    ready: Any,
+    results: Any,
 ) -> None:
     """Send every attack in turn until ``stop`` (in its own process: the good client's
     latencies must not include the attackers' own work, e.g. encoding 10 MB of JSON)."""
     outcomes: dict[str, tuple[int, str | None]] = {}
-    prepared: list[tuple[str, httpx.Request]] = []
+    prepared: list[tuple[str, httpx.Request | ClientConnection]] = []
+    expiring: tuple[str, ClientConnection] | None = None
     with httpx.Client(base_url=url, timeout=60) as client:
         for name, options, _, _ in attacks:
-            prepared.append((name, client.build_request("POST", "/graphql", **options)))
-        while not stop.is_set():
+            if options.get("websocket") == "expiry":
+                # Opened now, with a token that expires in two seconds: the socket must not
+                # outlive it (HTTP refuses the token from exp + 5 s of clock-skew leeway).
+                signer = serialization.load_pem_private_key(options["signer"], password=None)
+                assert isinstance(signer, rsa.RSAPrivateKey)
+                token = _token(signer, scope="metadata", exp=int(time.time()) + 2)
+                ws = _socket(url, {"Authorization": f"Bearer {token}"})
+                _subscribe(ws, "events")
+                expiring = (name, ws)
+                outcomes[name] = (OPEN, "open")
+            elif "websocket" in options:
+                # Filled before the good client is measured; each round then asks for more.
+                prepared.append((name, _crowd(url, metadata_key)))
+            else:
+                prepared.append((name, client.build_request("POST", "/graphql", **options)))
+        ready.put(True)
+        give_up = time.monotonic() + 60
+        rounds = 0
+        while not stop.is_set() or (expiring is not None and time.monotonic() < give_up):
+            rounds += 1
             for name, request in prepared:
                 # About 100 attacks a second per attacker: bounded, as load tests here are; a
                 # flood is for the rate limits to answer, not for this test to measure.
                 time.sleep(0.01)
+                if expiring is not None and (closed := _closed(expiring[1])) is not None:
+                    outcomes[expiring[0]] = closed
+                    expiring = None
+                if isinstance(request, ClientConnection):
+                    outcomes[name] = _one_more(request, f"more-{rounds}")
+                    continue
                 response = client.send(request)
                 try:
                     code = response.json()["errors"][0]["extensions"]["code"]
@@ -262,23 +394,27 @@ def _attack_loop(
 
 
 def test_attacks_are_refused_and_a_good_client_keeps_its_latency(exposed: Any) -> None:
-    server, good_key, meta_key = exposed
-    attacks = _attacks(good_key, meta_key)
+    server, good_key, meta_key, signer = exposed
     baseline = asyncio.run(_good_client(server, good_key, 600))
+    attacks = _attacks(good_key, meta_key, signer)
     context = multiprocessing.get_context("spawn")
-    stop, results = context.Event(), context.Queue()
+    stop, ready, results = context.Event(), context.Queue(), context.Queue()
     attackers = [
-        context.Process(target=_attack_loop, args=(server.url, attacks, stop, results))
+        context.Process(
+            target=_attack_loop, args=(server.url, attacks, meta_key, stop, ready, results)
+        )
         for _ in range(2)
     ]
     for process in attackers:
         process.start()
     try:
+        for _ in attackers:  # their sockets are open (a crowded one, an expiring one)
+            ready.get(timeout=120)
         time.sleep(1.0)  # the attackers are under way
         under_attack = asyncio.run(_good_client(server, good_key, 600))
     finally:
         stop.set()
-        outcomes = [results.get(timeout=60) for _ in attackers]
+        outcomes = [results.get(timeout=90) for _ in attackers]
         for process in attackers:
             process.join(timeout=30)
     for name, _, status, code in attacks:
@@ -289,7 +425,12 @@ def test_attacks_are_refused_and_a_good_client_keeps_its_latency(exposed: Any) -
     # 2x (measured: 1.3-1.4x), with a 5 ms floor: a p99 of a few ms doubles with any hiccup.
     assert attacked <= max(2 * base, base + 0.005)
     log = (Path(server.log)).read_text()
-    assert SECRET not in log and good_key not in log and meta_key not in log
+    tokens = [
+        options.get("headers", {}).get("Authorization", "").removeprefix("Bearer ")
+        for _, options, _, _ in attacks
+    ]
+    assert good_key not in log and meta_key not in log
+    assert not [token for token in tokens if token and token in log]
     assert "Traceback" not in log
     records = [json.loads(line) for line in log.splitlines()]  # JSON lines, nothing else
     assert not any(r.get("message") == "admin key accepted" for r in records)

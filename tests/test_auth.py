@@ -55,7 +55,9 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def _app(root: Path, **env: str) -> Iterator[TestClient]:
     settings = Settings.load(environ={"GATEWAY_MODELS": str(root), **env})
-    with TestClient(create_app(settings)) as client:
+    # As a browser on this machine: a loopback peer naming localhost (development privileges).
+    local = TestClient(create_app(settings), base_url="http://localhost", client=("127.0.0.1", 1))
+    with local as client:
         deadline = time.monotonic() + 30
         while client.get("/readyz").status_code != 200:
             assert time.monotonic() < deadline
@@ -99,7 +101,8 @@ def _code(body: dict[str, Any]) -> str | None:
 
 def _token(**claims: Any) -> str:
     now = int(time.time())
-    base = {"sub": "alice", "aud": "gateway", "iss": "https://idp.example", "exp": now + 60}
+    # An hour: parametrised tokens are made at collection, long before some tests run.
+    base = {"sub": "alice", "aud": "gateway", "iss": "https://idp.example", "exp": now + 3600}
     return jwt.encode({**base, **claims}, SECRET, algorithm="HS256")
 
 
@@ -194,8 +197,20 @@ def test_rs256_tokens_from_a_jwks_file(tmp_path: Path) -> None:
     public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
     (tmp_path / "jwks.json").write_text(json.dumps({"keys": [{**public, "kid": "k1"}]}))
     root = write_repository(tmp_path / "repo", {"m/1": _scaled(1)})
-    for client in _app(root, GATEWAY_HOST="0.0.0.0", GATEWAY_JWT_JWKS=str(tmp_path / "jwks.json")):
-        claims = {"sub": "svc", "scope": "predict", "exp": int(time.time()) + 60}
+    for client in _app(
+        root,
+        GATEWAY_HOST="0.0.0.0",
+        GATEWAY_JWT_JWKS=str(tmp_path / "jwks.json"),
+        GATEWAY_JWT_AUDIENCE="gateway",
+        GATEWAY_JWT_ISSUER="https://idp.example",
+    ):
+        claims = {
+            "sub": "svc",
+            "scope": "predict",
+            "exp": int(time.time()) + 60,
+            "aud": "gateway",
+            "iss": "https://idp.example",
+        }
         good = jwt.encode(claims, private, algorithm="RS256", headers={"kid": "k1"})
         assert _code(_post(client, INFER, good)[1]) is None
         other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -206,10 +221,13 @@ def test_rs256_tokens_from_a_jwks_file(tmp_path: Path) -> None:
 
 
 def test_secrets_stay_out_of_settings_repr_and_config_errors() -> None:
-    settings = Settings.load(environ={"GATEWAY_JWT_SECRET": SECRET})
+    claims = {"GATEWAY_JWT_AUDIENCE": "gateway", "GATEWAY_JWT_ISSUER": "https://idp.example"}
+    settings = Settings.load(environ={"GATEWAY_JWT_SECRET": SECRET, **claims})
     assert SECRET not in repr(settings)
     with pytest.raises(ConfigError) as info:
-        Settings.load(environ={"GATEWAY_JWT_SECRET": SECRET, "GATEWAY_JWT_JWKS": "x.json"})
+        Settings.load(
+            environ={"GATEWAY_JWT_SECRET": SECRET, "GATEWAY_JWT_JWKS": "x.json", **claims}
+        )
     assert SECRET not in str(info.value)
 
 
@@ -257,7 +275,9 @@ def test_cors_allow_list_page_headers_and_websocket_origins(tmp_path: Path) -> N
         for origin, accepted in (("https://app.example", True), ("https://evil.example", False)):
             try:
                 with client.websocket_connect(
-                    "/graphql", subprotocols=["graphql-transport-ws"], headers={"Origin": origin}
+                    "ws://localhost/graphql",
+                    subprotocols=["graphql-transport-ws"],
+                    headers={"Origin": origin},
                 ) as ws:
                     ws.send_json({"type": "connection_init"})
                     assert ws.receive_json()["type"] == "connection_ack"

@@ -39,7 +39,8 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClien
             }
         )
     )
-    with TestClient(app) as client:
+    # A loopback server answers only requests that name it (Host: localhost, not testserver).
+    with TestClient(app, base_url="http://localhost") as client:
         deadline = time.monotonic() + 30
         while client.get("/readyz").status_code != 200:
             assert time.monotonic() < deadline

@@ -41,7 +41,7 @@ def _serve(settings: Settings, telemetry: Telemetry | None, *queries: str) -> li
     async def scenario() -> None:
         transport = httpx.ASGITransport(app=app)
         async with (
-            httpx.AsyncClient(transport=transport, base_url="http://gw") as client,
+            httpx.AsyncClient(transport=transport, base_url="http://localhost") as client,
             app.router.lifespan_context(app),
         ):
             for _ in range(3000):  # up to 30 s on a busy machine

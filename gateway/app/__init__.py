@@ -17,21 +17,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.api.context import header_map
 from gateway.app.metrics import HTTPMetricsMiddleware, metrics_endpoint, observe_in_flight
 from gateway.app.state import Gateway, schema_extensions
 from gateway.app.traces import trace_viewer_routes
 from gateway.app.view import GraphQLView
 from gateway.auth import ADMIN
 from gateway.config import Settings
-from gateway.errors import UnauthenticatedError
+from gateway.errors import BadRequestError, UnauthenticatedError
 from gateway.graphiql import STATIC_DIR
 from gateway.lifecycle import Lifecycle
 from gateway.observability import Observer
 from gateway.repository import scan_repository
 from gateway.runtime import ModelRuntime
 from gateway.telemetry import Telemetry, TraceStore, configure_logging, create_telemetry
+from gateway.trust import Trust
 
 __all__ = ["create_app", "create_app_from_environment", "schema_extensions"]
 
@@ -42,11 +44,18 @@ GRAPHIQL_STATIC = "/graphiql/static"
 
 class _GatewayApp(Starlette):
     """Starlette, with GraphQL POSTs (the hot path) going straight to the view: no router, no
-    error middlewares (the view answers its own errors; uvicorn turns a crash into a 500)."""
+    error middlewares (the view answers its own errors; uvicorn turns a crash into a 500).
+    Every request's Host is checked first (``gateway.trust``)."""
 
     graphql_post: ASGIApp | None = None
+    trust: Trust | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.trust is not None and self.trust.checks_host and scope["type"] != "lifespan":
+            refused = self.trust.refused_host(header_map(scope))
+            if refused is not None:
+                await _bad_host(refused, scope, send)
+                return
         if (
             self.graphql_post is not None
             and scope["type"] == "http"
@@ -57,6 +66,20 @@ class _GatewayApp(Starlette):
             await self.graphql_post(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+
+async def _bad_host(reason: str, scope: Scope, send: Send) -> None:
+    if scope["type"] == "websocket":
+        # Closing before the handshake is accepted: the server answers it with HTTP 403.
+        await send({"type": "websocket.close", "code": 1008, "reason": ""})
+        return
+    error = {"message": reason, "extensions": {"code": BadRequestError.code}}
+    response = JSONResponse({"errors": [error]}, status_code=400)
+    await response(scope, _no_body, send)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.disconnect"}
 
 
 def _cors(settings: Settings) -> dict[str, Any]:
@@ -151,9 +174,12 @@ def create_app(
             gateway.rebuild()
             gateway.loaded = True
             loading = asyncio.create_task(_watch(gateway))
+        # JWKS keys and the keys file, kept current in the background.
+        credentials = asyncio.create_task(gateway.auth.maintain(settings.poll_seconds))
         try:
             yield
         finally:
+            credentials.cancel()
             if loading is not None and not loading.done():
                 loading.cancel()
             if gateway.lifecycle is not None:
@@ -192,13 +218,15 @@ def create_app(
     if store is not None:
 
         def allowed(request: Request) -> str | None:
+            headers = header_map(request.scope)
+            local = gateway.trust.is_local(request.scope, headers)
             try:
-                principal = gateway.auth.authenticate(request.headers)
+                principal = gateway.auth.authenticate(headers, local=local)
             except UnauthenticatedError as exc:
                 return exc.message
             if ADMIN in principal.scopes:
                 return None
-            if principal.kind == "anonymous" and settings.loopback:
+            if principal.kind == "anonymous" and local:
                 return None  # development on this machine
             return "the trace viewer needs the admin scope (an API key: /debug/traces#key=...)"
 
@@ -216,5 +244,6 @@ def create_app(
         # The POST fast lane skips the middleware stack: it gets the same CORS handling.
         graphql_post = CORSMiddleware(graphql_post, **_cors(settings))
     app.graphql_post = graphql_post
+    app.trust = gateway.trust
     app.state.gateway = gateway
     return app

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
+from typing import Any
 
 from graphql import DocumentNode
 from graphql.validation import NoSchemaIntrospectionCustomRule
@@ -15,17 +16,19 @@ from strawberry.extensions import (
 
 from gateway.api import GatewaySchema, build_schema
 from gateway.api.caches import BoundedCache, DocumentCache
+from gateway.api.context import header_map
 from gateway.api.fastpath import FastPath, PersistedQueries
 from gateway.api.limits import QueryLimits
 from gateway.api.observe import OperationObserver
 from gateway.api.schema import typed_field_warnings
-from gateway.auth import Authenticator
+from gateway.auth import Authenticator, Principal
 from gateway.config import Settings
 from gateway.lifecycle import Lifecycle
 from gateway.ratelimit import RateLimiter
 from gateway.runtime import ModelRuntime
 from gateway.security import ErrorCodes
 from gateway.telemetry import Telemetry
+from gateway.trust import Trust
 
 __all__ = ["Gateway", "schema_extensions"]
 
@@ -60,13 +63,17 @@ class Gateway:
         self.telemetry: Telemetry | None = None
         #: HTTP requests in flight by (method, route), for the active-requests gauge.
         self.http_in_flight: dict[tuple[str, str | int], int] = {}
+        self.trust = Trust.from_settings(settings)
         self.auth = Authenticator(
             anonymous_scopes=settings.anonymous,
+            local_scopes=settings.anonymous_local,
             keys_file=settings.api_keys_file,
             jwt_secret=settings.jwt_secret,
             jwt_jwks=settings.jwt_jwks,
             jwt_issuer=settings.jwt_issuer,
             jwt_audience=settings.jwt_audience,
+            jwks_timeout=settings.jwt_jwks_timeout_seconds,
+            jwks_refresh_seconds=settings.jwt_jwks_refresh_seconds,
         )
         self.rate = RateLimiter(settings.rate_limit, settings.rate_limit_storage)
         logger.info(
@@ -87,6 +94,12 @@ class Gateway:
         self._built_from = self._schema_key()
         self.current: GatewaySchema = self._build()
         self.fast = self._fast_path()
+
+    def authenticate(self, scope: MutableMapping[str, Any]) -> Principal:
+        """The caller of a request or websocket; anonymous callers on this machine get the
+        development scopes (``gateway.trust``)."""
+        headers = header_map(scope)
+        return self.auth.authenticate(headers, local=self.trust.is_local(scope, headers))
 
     def _fast_path(self) -> FastPath:
         settings = self.settings

@@ -14,6 +14,7 @@ from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.schema import BaseSchema
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from gateway.api import GatewayContext
 from gateway.api.context import header_map
@@ -21,6 +22,7 @@ from gateway.api.fastpath import FastResponse, persisted_get
 from gateway.api.limits import QueryLimits
 from gateway.app.body import read_body
 from gateway.app.state import Gateway
+from gateway.app.websocket import GatewayWSHandler
 from gateway.errors import BadRequestError, RequestTimeoutError, UnauthenticatedError
 from gateway.examples import example_operations
 from gateway.graphiql import ExampleTab, render_graphiql_page
@@ -109,17 +111,27 @@ def _replay(body: bytes) -> Receive:
 class GraphQLView(GraphQL[GatewayContext, None]):
     """Strawberry's ASGI view, serving the current schema and our offline GraphiQL."""
 
+    graphql_transport_ws_handler_class = GatewayWSHandler
+
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
         self._limits = QueryLimits.from_settings(gateway.settings)
         self._page: tuple[object, str] | None = None  # (schema it was made for, page)
         # Strawberry refuses websockets opened by pages of other origins than these (a
-        # subscription would run with the user's cookies and network position).
+        # subscription would run with the user's cookies and network position). Only
+        # graphql-transport-ws, whose handler checks credentials for the socket's lifetime
+        # and caps its operations (websocket.py).
         super().__init__(
             gateway.current.schema,
             graphql_ide="graphiql",
             allowed_origins=gateway.settings.cors_origins,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            max_subscriptions_per_connection=None,
         )
+
+    @property
+    def gateway(self) -> Gateway:
+        return self._gateway
 
     # The schema is rebuilt when models load: every request reads the one of its moment.
     @property
@@ -134,9 +146,9 @@ class GraphQLView(GraphQL[GatewayContext, None]):
         current = self._gateway.current
         principal = request.scope.get("gateway.principal")
         failure = None
-        if principal is None:  # a websocket: credentials checked for each operation
+        if principal is None:  # a websocket: checked again at each subscribe (see websocket.py)
             try:
-                principal = self._gateway.auth.authenticate(request.headers)
+                principal = self._gateway.authenticate(request.scope)
             except UnauthenticatedError as exc:
                 failure = exc.message
         return GatewayContext(
@@ -159,14 +171,14 @@ class GraphQLView(GraphQL[GatewayContext, None]):
         headers = header_map(scope)
         if not (scope["method"] == "GET" and "text/html" in headers.get("accept", "")):
             try:  # every GraphQL request, whichever path runs it (the explorer's page: none)
-                principal = self._gateway.auth.authenticate(headers)
+                principal = self._gateway.authenticate(scope)
             except UnauthenticatedError as exc:
                 await _unauthenticated(exc)(scope, receive, send)
                 return
             scope["gateway.principal"] = principal
             rate = self._gateway.rate
             if rate.enabled or principal.rate:
-                client = request.client.host if request.client else None
+                client = self._gateway.trust.client_address(scope)
                 wait = rate.retry_after(principal, client)
                 if wait is not None:
                     await _rate_limited(wait)(scope, receive, send)

@@ -132,7 +132,9 @@ def test_a_document_over_max_query_bytes_is_refused_on_every_path(capped: Any) -
     assert _code(body) == "QUERY_TOO_COMPLEX"
     body = capped.post("/graphql", json={"extensions": apq}).json()
     assert _code(body) == "PERSISTED_QUERY_NOT_FOUND"
-    with capped.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+    with capped.websocket_connect(
+        "ws://localhost/graphql", subprotocols=["graphql-transport-ws"]
+    ) as ws:
         ws.send_json({"type": "connection_init"})
         assert ws.receive_json()["type"] == "connection_ack"
         ws.send_json({"id": "1", "type": "subscribe", "payload": {"query": large}})

@@ -309,6 +309,10 @@ def _serve(args: argparse.Namespace) -> int:
         "log_level": settings.log_level,
         "log_config": None,
         "access_log": False,
+        # The client's address is the socket peer: uvicorn would otherwise take it from
+        # X-Forwarded-For on any connection from 127.0.0.1, which every caller can write
+        # (rate limits per address would be bypassed by rotating it).
+        "proxy_headers": False,
     }
     if settings.tls_certfile is not None:
         options["ssl_certfile"] = str(settings.tls_certfile)

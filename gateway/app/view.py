@@ -18,7 +18,9 @@ from gateway.api import GatewayContext
 from gateway.api.context import header_map
 from gateway.api.fastpath import FastResponse
 from gateway.api.limits import RowBudget
+from gateway.app.admission import admit, websocket_handlers
 from gateway.app.state import Gateway
+from gateway.auth import METADATA
 from gateway.errors import BadRequestError, RequestTimeoutError, UnauthenticatedError
 from gateway.examples import example_operations
 from gateway.graphiql import ExampleTab, render_graphiql_page
@@ -45,14 +47,6 @@ def _json(answer: FastResponse) -> Response:
         status_code=answer.status,
         headers=answer.headers,
         media_type="application/json",
-    )
-
-
-def _unauthenticated(exc: UnauthenticatedError) -> Response:
-    # GraphQL over HTTP: a request the server refuses to run gets a 4xx status.
-    error = {"message": exc.message, "extensions": {"code": exc.code}}
-    return JSONResponse(
-        {"errors": [error]}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
     )
 
 
@@ -88,14 +82,6 @@ def _timed_out(seconds: float) -> Response:
     return JSONResponse({"errors": [error]}, status_code=504)
 
 
-def _rate_limited(wait: int) -> Response:
-    error = {
-        "message": f"too many requests from this caller; retry in {wait} s",
-        "extensions": {"code": "RATE_LIMITED"},
-    }
-    return JSONResponse({"errors": [error]}, status_code=429, headers={"Retry-After": str(wait)})
-
-
 def _unsupported_media(request: Request) -> Response:
     given = header_map(request.scope).get("content-type", "none")
     error = {
@@ -123,13 +109,18 @@ class GraphQLView(GraphQL[GatewayContext, None]):
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
-        self._page: tuple[object, str] | None = None  # (schema it was made for, page)
+        #: The explorer's page with and without model.toml's details: (schema made for, page).
+        self._pages: dict[bool, tuple[object, str]] = {}
         # Strawberry refuses websockets opened by pages of other origins than these (a
         # subscription would run with the user's cookies and network position).
         super().__init__(
             gateway.current.schema,
             graphql_ide="graphiql",
             allowed_origins=gateway.settings.cors_origins,
+        )
+        # Each operation on a websocket is rate-limited like a request (see app.admission).
+        self.graphql_transport_ws_handler_class, self.graphql_ws_handler_class = websocket_handlers(
+            gateway
         )
 
     # The schema is rebuilt when models load: every request reads the one of its moment.
@@ -168,20 +159,12 @@ class GraphQLView(GraphQL[GatewayContext, None]):
             return
         request = Request(scope, receive=receive)
         headers = header_map(scope)
-        if not (scope["method"] == "GET" and "text/html" in headers.get("accept", "")):
-            try:  # every GraphQL request, whichever path runs it (the explorer's page: none)
-                principal = self._gateway.auth.authenticate(headers)
-            except UnauthenticatedError as exc:
-                await _unauthenticated(exc)(scope, receive, send)
-                return
-            scope["gateway.principal"] = principal
-            rate = self._gateway.rate
-            if rate.enabled or principal.rate:
-                client = request.client.host if request.client else None
-                wait = rate.retry_after(principal, client)
-                if wait is not None:
-                    await _rate_limited(wait)(scope, receive, send)
-                    return
+        # Every request, whatever its method or Accept header (the explorer's page included:
+        # what it shows depends on the caller), is authenticated and counted here.
+        refused = await admit(self._gateway, scope)
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
         if scope["method"] == "POST":
             limit = self._gateway.settings.max_body_bytes
             body = await _read_body(request, limit)
@@ -255,14 +238,26 @@ class GraphQLView(GraphQL[GatewayContext, None]):
         return orjson.loads(data)
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
+        # Descriptions and [example] rows come from model.toml (real training data, as gateway
+        # convert writes them): shown to callers with the metadata scope only. The others get
+        # the same operations with placeholder values (names and types are in the schema).
+        principal = request.scope.get("gateway.principal")
+        detailed = principal is not None and METADATA in principal.scopes
         current = self._gateway.current
-        if self._page is None or self._page[0] is not current:
-            configs = {n: e.spec.config for n, e in self._gateway.runtime.entries.items()}
-            tabs = [ExampleTab(q) for q in example_operations(current.typed, configs)]
-            page = render_graphiql_page(
-                endpoint=str(request.url_for("graphql").path),
-                static_url=str(request.url_for("graphiql-static", path="").path).rstrip("/"),
-                tabs=tabs,
+        page = self._pages.get(detailed)
+        if page is None or page[0] is not current:
+            configs = (
+                {n: e.spec.config for n, e in self._gateway.runtime.entries.items()}
+                if detailed
+                else {}
             )
-            self._page = (current, page)
-        return HTMLResponse(self._page[1], headers=PAGE_HEADERS)
+            tabs = [ExampleTab(q) for q in example_operations(current.typed, configs)]
+            page = self._pages[detailed] = (
+                current,
+                render_graphiql_page(
+                    endpoint=str(request.url_for("graphql").path),
+                    static_url=str(request.url_for("graphiql-static", path="").path).rstrip("/"),
+                    tabs=tabs,
+                ),
+            )
+        return HTMLResponse(page[1], headers=PAGE_HEADERS)

@@ -4,9 +4,11 @@ refused with its code, while a well-behaved client keeps getting answers within 
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import jwt
 import pytest
 
 from gateway.auth import new_key
+from gateway.telemetry.store import DEFAULT_MAX_SPANS
 from tests.conftest import EXAMPLE_MODELS, LiveServer, start_server, stop_server
 
 pytestmark = pytest.mark.e2e
@@ -24,12 +27,18 @@ ROW = "{sepalLength: 5.1, sepalWidth: 3.5, petalLength: 1.4, petalWidth: 0.2}"
 GOOD = f"query Good {{ predict {{ iris(input: {ROW}) {{ label }} }} }}"
 
 
+FORGED_NAME = "Forged" + "x" * 20_000
+LONG_NAMED = GOOD.replace("query Good", "query Long" + "n" * 10_000)
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
+
+
 def _token(**claims: Any) -> str:
     base = {"sub": "attacker", "aud": "gateway", "scope": "predict", "exp": int(time.time()) + 300}
     return jwt.encode({**base, **claims}, SECRET, algorithm="HS256")
 
 
-def _attacks(key: str, metadata_key: str) -> list[tuple[str, dict[str, Any], int, str]]:
+def _attacks(key: str, metadata_key: str) -> list[tuple[str, dict[str, Any], int, str | None]]:
     """(name, request, HTTP status, code) for each attack."""
     auth = {"Authorization": f"Bearer {key}"}
 
@@ -144,6 +153,15 @@ def _attacks(key: str, metadata_key: str) -> list[tuple[str, dict[str, Any], int
             "FORBIDDEN",
         ),
         ("no credentials", {"json": {"query": GOOD}}, 200, "FORBIDDEN"),
+        # What the telemetry keeps: names that are no operation's, long names, one trace id.
+        ("20 KB unknown operationName", gql(GOOD, operationName=FORGED_NAME), 400, "BAD_REQUEST"),
+        ("10 KB operation name", gql(LONG_NAMED), 200, None),
+        (
+            "1,000s of requests in one trace",
+            {"json": {"query": GOOD}, "headers": {**auth, "traceparent": TRACEPARENT}},
+            200,
+            None,
+        ),
     ]
 
 
@@ -166,6 +184,8 @@ def exposed(tmp_path_factory: pytest.TempPathFactory) -> Any:
             "GATEWAY_API_KEYS_FILE": str(folder / "keys.toml"),
             "GATEWAY_JWT_SECRET": SECRET,
             "GATEWAY_JWT_AUDIENCE": "gateway",
+            # The trace store is what one trace id shared by many requests would grow.
+            "GATEWAY_TRACE_VIEWER": "true",
         },
     )
     yield server, good_key, meta_key
@@ -190,7 +210,7 @@ async def _good_client(server: LiveServer, key: str, count: int) -> list[float]:
 
 
 def _attack_loop(
-    url: str, attacks: list[tuple[str, dict[str, Any], int, str]], stop: Any, results: Any
+    url: str, attacks: list[tuple[str, dict[str, Any], int, str | None]], stop: Any, results: Any
 ) -> None:
     """Send every attack in turn until ``stop`` (in its own process: the good client's
     latencies must not include the attackers' own work, e.g. encoding 10 MB of JSON)."""
@@ -213,15 +233,16 @@ def _attack_loop(
     results.put(outcomes)
 
 
-def test_attacks_are_refused_and_a_good_client_keeps_its_latency(exposed: Any) -> None:
-    server, good_key, meta_key = exposed
-    attacks = _attacks(good_key, meta_key)
+def _under_attack(
+    server: LiveServer, good_key: str, loop: Callable[..., None], *args: Any
+) -> tuple[list[float], list[float], list[Any]]:
+    """The good client's latencies alone and while two processes run ``loop(server.url,
+    *args, stop, results)``; and what each attacker put in ``results``."""
     baseline = asyncio.run(_good_client(server, good_key, 600))
     context = multiprocessing.get_context("spawn")
     stop, results = context.Event(), context.Queue()
     attackers = [
-        context.Process(target=_attack_loop, args=(server.url, attacks, stop, results))
-        for _ in range(2)
+        context.Process(target=loop, args=(server.url, *args, stop, results)) for _ in range(2)
     ]
     for process in attackers:
         process.start()
@@ -233,13 +254,135 @@ def test_attacks_are_refused_and_a_good_client_keeps_its_latency(exposed: Any) -
         outcomes = [results.get(timeout=60) for _ in attackers]
         for process in attackers:
             process.join(timeout=30)
-    for name, _, status, code in attacks:
-        for seen in outcomes:
-            assert seen.get(name) == (status, code), f"{name}: {seen.get(name)}"
+    return baseline, under_attack, outcomes
+
+
+def _assert_latency_kept(baseline: list[float], under_attack: list[float]) -> None:
     base, attacked = _p99(baseline), _p99(under_attack)
     print(f"good client p99: {base * 1000:.1f} ms alone, {attacked * 1000:.1f} ms under attack")
     # 2x (measured: 1.3-1.4x), with a 5 ms floor: a p99 of a few ms doubles with any hiccup.
     assert attacked <= max(2 * base, base + 0.005)
+
+
+def test_attacks_are_refused_and_a_good_client_keeps_its_latency(exposed: Any) -> None:
+    server, good_key, meta_key = exposed
+    attacks = _attacks(good_key, meta_key)
+    baseline, under_attack, outcomes = _under_attack(server, good_key, _attack_loop, attacks)
+    for name, _, status, code in attacks:
+        for seen in outcomes:
+            assert seen.get(name) == (status, code), f"{name}: {seen.get(name)}"
+    _assert_latency_kept(baseline, under_attack)
+    # What the attacks left in the telemetry stays small (a 20 KB operationName sent 400
+    # times made /metrics grow by megabytes; one trace id, a trace of thousands of spans: here
+    # fewer are sent, test_telemetry_bounds.py sends enough to reach the caps).
+    metrics = httpx.get(f"{server.url}/metrics", timeout=30).text
+    assert "Forged" not in metrics and "n" * 101 not in metrics and len(metrics) < 200_000
+    shared = httpx.get(f"{server.url}/debug/traces/api/traces/{TRACE_ID}", timeout=30).json()
+    assert shared["spanCount"] + shared["droppedSpans"] > 1  # the requests shared it
+    assert shared["spanCount"] <= DEFAULT_MAX_SPANS
     log = (Path(server.log)).read_text()
     assert SECRET not in log and good_key not in log and meta_key not in log
     assert "Traceback" not in log
+
+
+#: Anonymous callers of the rate-limited server, counted by address: 127.0.0.1 for them all.
+ANONYMOUS_RATE = 20
+
+
+@pytest.fixture(scope="module")
+def rate_limited(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Anonymous callers may predict, ANONYMOUS_RATE requests a second per address; the good
+    client's key has a rate of its own, far above what it sends."""
+    folder = tmp_path_factory.mktemp("bypass")
+    good_key, good_hash = new_key("good")
+    (folder / "keys.toml").write_text(
+        f'[[keys]]\nid = "good"\nhash = "{good_hash}"\nscopes = ["predict"]\n'
+        'rate = "100000/second"\n'
+    )
+    server = start_server(
+        EXAMPLE_MODELS,
+        folder / "server.log",
+        env={
+            "GATEWAY_ANONYMOUS_SCOPES": "predict",
+            "GATEWAY_API_KEYS_FILE": str(folder / "keys.toml"),
+            "GATEWAY_RATE_LIMIT": f"{ANONYMOUS_RATE}/second",
+        },
+    )
+    yield server, good_key
+    stop_server(server)
+
+
+def _bypass_loop(url: str, stop: Any, results: Any) -> None:
+    """The ways around a rate limit, in turn until ``stop``: a GET with a query that accepts
+    HTML, a POST with a new X-Forwarded-For each time, an operation over a websocket. Puts each
+    way's outcomes (HTTP status or websocket message type, code) with their counts, and the
+    seconds it went on."""
+    from websockets.sync.client import connect
+
+    outcomes: dict[str, dict[tuple[Any, str | None], int]] = {}
+
+    def seen(name: str, outcome: tuple[Any, str | None]) -> None:
+        counts = outcomes.setdefault(name, {})
+        counts[outcome] = counts.get(outcome, 0) + 1
+
+    def code_of(body: Any) -> str | None:
+        errors = body.get("payload") if body.get("type") == "error" else body.get("errors")
+        try:
+            return str(errors[0]["extensions"]["code"])
+        except (KeyError, IndexError, TypeError):
+            return None
+
+    sent, started = 0, time.monotonic()
+    ws_url = url.replace("http://", "ws://") + "/graphql"
+    with (
+        httpx.Client(base_url=url, timeout=60) as client,
+        connect(ws_url, subprotocols=["graphql-transport-ws"]) as ws,  # type: ignore[list-item]
+    ):
+        ws.send(json.dumps({"type": "connection_init"}))
+        assert json.loads(ws.recv(timeout=30))["type"] == "connection_ack"
+        while not stop.is_set():
+            sent += 1
+            time.sleep(0.01)  # bounded, as the other attack loop is
+            page = client.get("/graphql", params={"query": GOOD}, headers={"Accept": "text/html"})
+            seen("GET with a query, accepting HTML", (page.status_code, code_of(page.json())))
+            time.sleep(0.01)
+            forwarded = {"X-Forwarded-For": f"10.{sent % 250}.{sent // 250 % 250}.7"}
+            post = client.post("/graphql", json={"query": GOOD}, headers=forwarded)
+            seen("rotating X-Forwarded-For", (post.status_code, code_of(post.json())))
+            time.sleep(0.01)
+            ws.send(json.dumps({"id": str(sent), "type": "subscribe", "payload": {"query": GOOD}}))
+            message = json.loads(ws.recv(timeout=30))
+            if message["type"] == "next":
+                assert json.loads(ws.recv(timeout=30))["type"] == "complete"
+                seen("websocket operations", ("next", code_of(message["payload"])))
+            else:  # an error message's payload is the list of errors
+                seen("websocket operations", (message["type"], code_of(message)))
+    results.put((outcomes, time.monotonic() - started))
+
+
+def test_rate_limit_bypasses_are_counted_and_a_good_client_keeps_its_latency(
+    rate_limited: Any,
+) -> None:
+    server, good_key = rate_limited
+    baseline, under_attack, results = _under_attack(server, good_key, _bypass_loop)
+    admitted, seconds = 0, max(elapsed for _, elapsed in results)
+    for seen, _ in results:
+        assert set(seen) == {
+            "GET with a query, accepting HTML",
+            "rotating X-Forwarded-For",
+            "websocket operations",
+        }
+        for name, counts in seen.items():
+            refused = (
+                ("error", "RATE_LIMITED")
+                if name == "websocket operations"
+                else (429, "RATE_LIMITED")
+            )
+            ok = ("next", None) if name == "websocket operations" else (200, None)
+            assert set(counts) <= {ok, refused}, f"{name}: {counts}"
+            assert counts.get(refused, 0) > 0, f"{name}: {counts}"
+            admitted += counts.get(ok, 0)
+    # Every way counts against the one address: together they got through at its rate.
+    assert admitted <= ANONYMOUS_RATE * (seconds + 1), (admitted, seconds)
+    _assert_latency_kept(baseline, under_attack)
+    assert "Traceback" not in Path(server.log).read_text()

@@ -64,16 +64,11 @@ class RateLimiter:
         self._local = MovingWindowRateLimiter(MemoryStorage())
         self._shared: SharedLimiter | None = None
         self._shared_down_until = 0.0
-        self.storage = storage
+        self._storage = storage
         scheme = urlsplit(storage).scheme
         if scheme == "memory":
             return
         self._shared = SharedLimiter(_shared_storage(storage, scheme))
-
-    @property
-    def enabled(self) -> bool:
-        """Whether callers without a rate of their own are limited."""
-        return self._default is not None
 
     def applies(self, principal: Principal) -> bool:
         """Whether ``principal``'s requests are counted at all (cheap: no storage)."""
@@ -134,7 +129,7 @@ class RateLimiter:
     @property
     def _shared_name(self) -> str:
         # The address only: a URL may carry a password.
-        parts = urlsplit(self.storage)
+        parts = urlsplit(self._storage)
         return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
     def _item(self, rate: str) -> RateLimitItem:

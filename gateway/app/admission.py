@@ -83,7 +83,9 @@ async def admit(gateway: Gateway, scope: MutableMapping[str, Any]) -> Response |
         wait = await _wait(gateway, gateway.auth.anonymous, scope)
         return _rate_limited(wait) if wait is not None else _unauthenticated(exc)
     scope["gateway.principal"] = principal
-    wait = await _wait(gateway, principal, scope)
+    if not gateway.rate.applies(principal):  # no limit (the default): no coroutine to await
+        return None
+    wait = await gateway.rate.retry_after(principal, peer_address(scope))
     return _rate_limited(wait) if wait is not None else None
 
 

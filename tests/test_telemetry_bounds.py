@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from prometheus_client.registry import Collector
 from gateway.app import create_app
 from gateway.auth import new_key
 from gateway.config import Settings
+from gateway.errors import ConfigError
 from gateway.observability import DEFAULT_OPERATION_NAMES
 from gateway.telemetry import TraceStore
 from gateway.telemetry.spans import DEFAULT_MAX_NAME_LENGTH, LeanTracerProvider
@@ -266,3 +268,15 @@ def test_requests_sharing_a_traceparent_fill_one_bounded_trace(root: Path) -> No
     assert shared["spanCount"] == len(shared["spans"]) == DEFAULT_MAX_SPANS
     assert shared["droppedSpans"] >= 1_000 - DEFAULT_MAX_SPANS
     assert len(json.dumps(named)) < 8_000  # 200 KB of operation name made a 200 KB+ trace
+
+
+def test_a_metrics_port_in_use_stops_the_start(root: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        settings = Settings.load(
+            environ={"GATEWAY_MODELS": str(root), "GATEWAY_METRICS_PORT": str(port)}
+        )
+        with pytest.raises(ConfigError, match=f"metrics_port: cannot listen on 127.0.0.1:{port}"):
+            create_app(settings)

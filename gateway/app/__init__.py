@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.api.context import header_map
 from gateway.app.metrics import (
     HTTPMetricsMiddleware,
+    listen_for_metrics,
     metrics_endpoint,
     metrics_server,
     observe_in_flight,
@@ -126,6 +127,10 @@ def create_app(
         else None
     )
 
+    metrics_socket = (
+        listen_for_metrics(settings.host, settings.metrics_port) if settings.metrics_port else None
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # What exists now (modules, the application) lives as long as the process: keep the
@@ -165,8 +170,8 @@ def create_app(
         await gateway.rate.check()  # a shared store that does not answer is logged
         try:
             async with contextlib.AsyncExitStack() as stack:
-                if settings.metrics_port:
-                    await stack.enter_async_context(metrics_server(gateway))
+                if metrics_socket is not None:
+                    await stack.enter_async_context(metrics_server(gateway, metrics_socket))
                 yield
         finally:
             await gateway.rate.aclose()

@@ -26,6 +26,7 @@ from gateway.errors import ConfigError, ForbiddenError, UnauthenticatedError
 __all__ = [
     "METRICS_SCOPE",
     "HTTPMetricsMiddleware",
+    "listen_for_metrics",
     "metrics_endpoint",
     "metrics_server",
     "observe_in_flight",
@@ -152,56 +153,46 @@ def metrics_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[Response
     return metrics
 
 
-@contextlib.asynccontextmanager
-async def metrics_server(gateway: Gateway) -> AsyncIterator[None]:
-    """Serve ``/metrics`` on ``metrics_port`` (the API's host) while the context lasts.
-
-    The socket is bound with SO_REUSEPORT, so each process of ``gateway serve --workers N``
-    serves it, as each serves the API's port.
-    """
-    settings = gateway.settings
-    app = Starlette(routes=[Route("/metrics", metrics_endpoint(gateway), methods=["GET"])])
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.metrics_port,
-        lifespan="off",
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-    )
-    config.load()
+def listen_for_metrics(host: str, port: int) -> socket.socket:
+    """The listening socket of ``metrics_port``, bound now, so that a port in use stops the
+    start with a ConfigError (not a failed lifespan). SO_REUSEPORT: each process of ``gateway
+    serve --workers N`` binds it, as each binds the API's port."""
     try:
-        sock = _listen(settings.host, settings.metrics_port)
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
     except OSError as exc:
-        raise ConfigError(
-            f"metrics_port: cannot listen on {settings.host}:{settings.metrics_port}: "
-            f"{exc.strerror}"
-        ) from exc
-    server = uvicorn.Server(config)
-    server.lifespan = config.lifespan_class(config)
-    await server.startup(sockets=[sock])
-    loop = asyncio.create_task(server.main_loop())
-    logger.info("serving /metrics on %s:%d", settings.host, settings.metrics_port)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        await loop
-        await server.shutdown(sockets=[sock])
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
+        raise ConfigError(f"metrics_port: cannot listen on {host}:{port}: {exc}") from exc
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if hasattr(socket, "SO_REUSEPORT"):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
         sock.listen(128)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise ConfigError(f"metrics_port: cannot listen on {host}:{port}: {exc.strerror}") from exc
     sock.setblocking(False)
     return sock
+
+
+@contextlib.asynccontextmanager
+async def metrics_server(gateway: Gateway, sock: socket.socket) -> AsyncIterator[None]:
+    """Serve ``/metrics`` on ``sock`` (``listen_for_metrics``) while the context lasts; the
+    socket is closed at its end."""
+    app = Starlette(routes=[Route("/metrics", metrics_endpoint(gateway), methods=["GET"])])
+    config = uvicorn.Config(
+        app, lifespan="off", log_config=None, access_log=False, proxy_headers=False
+    )
+    config.load()
+    server = uvicorn.Server(config)
+    server.lifespan = config.lifespan_class(config)
+    await server.startup(sockets=[sock])
+    loop = asyncio.create_task(server.main_loop())
+    host, port = sock.getsockname()[:2]
+    logger.info("serving /metrics on %s:%d", host, port)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await loop
+        await server.shutdown(sockets=[sock])

@@ -143,6 +143,13 @@ def _shared_storage(storage: str, scheme: str) -> Any:
     """The asynchronous ``limits`` storage for a ``rate_limit_storage`` URL."""
     options: dict[str, float | str | bool] = {}
     if scheme in _REDIS_SCHEMES or scheme.startswith("async+redis"):
+        try:  # the client limits.aio's Redis storage drives: the redis extra
+            import redis.asyncio  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError(
+                f"rate_limit_storage: {_without_password(storage)!r} needs the Redis client: "
+                "pip install 'prediction-gateway[redis]'"
+            ) from exc
         uri = _REDIS_SCHEMES.get(scheme, scheme) + storage[len(scheme) :]
         # redis-py, with short time-outs: a request waits for Redis at most _SHARED_TIMEOUT_S.
         options = {
@@ -159,9 +166,7 @@ def _shared_storage(storage: str, scheme: str) -> Any:
     except Exception as exc:  # the library's and the client's errors for a bad or unusable URL
         shown = _without_password(storage)
         reason = str(exc).replace(uri, shown).replace(storage, shown)
-        if isinstance(exc, ConfigurationError) and "redis" in reason and "version" in reason:
-            reason += " (install the Redis client: pip install 'prediction-gateway[redis]')"
-        elif not isinstance(exc, ConfigurationError) or "parse" in reason or "scheme" in reason:
+        if not isinstance(exc, ConfigurationError) or "parse" in reason or "scheme" in reason:
             reason += "; expected memory:// or redis://host:port"
         raise ConfigError(f"rate_limit_storage: cannot use {shown!r}: {reason}") from exc
 

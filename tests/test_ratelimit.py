@@ -9,6 +9,7 @@ import concurrent.futures
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import tomllib
 from collections.abc import Iterator
@@ -166,6 +167,15 @@ def test_a_storage_setting_it_cannot_use_stops_the_start(url: str, expected: str
     message = str(info.value)
     assert message.startswith("rate_limit_storage: cannot use") and expected in message
     assert "hunter2" not in message
+
+
+def test_redis_storage_without_the_client_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)  # as if the extra were not installed
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)
+    with pytest.raises(ConfigError, match=r"pip install 'prediction-gateway\[redis\]'"):
+        RateLimiter("1/second", "redis://127.0.0.1:6379")
 
 
 def test_the_redis_extra_declares_the_client_the_storage_needs() -> None:

@@ -15,8 +15,9 @@ WORKDIR /src
 RUN python -m venv /opt/venv
 COPY pyproject.toml README.md constraints.txt ./
 COPY gateway/ gateway/
-# constraints.txt pins every dependency exactly, so rebuilding gives the same packages.
-RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt .
+# constraints.txt pins every dependency exactly, so rebuilding gives the same packages. The
+# redis extra: replicas share rate-limit counters with GATEWAY_RATE_LIMIT_STORAGE=redis://...
+RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt ".[redis]"
 
 
 FROM python:3.11-slim

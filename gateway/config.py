@@ -331,15 +331,37 @@ class Settings:
         default=None,
         metadata=_doc(
             "Requests per caller (API key, token subject, else client address), e.g. "
-            "100/second; beyond, RATE_LIMITED (HTTP 429). Default: none."
+            "100/second, counting each websocket operation; beyond, RATE_LIMITED (HTTP 429). "
+            "Default: none."
         ),
     )
     rate_limit_storage: str = field(
         default="memory://",
         repr=False,  # a Redis URL may hold a password
         metadata=_doc(
-            "Where rate-limit counters live: memory://, or redis://host:port shared (or "
-            "GATEWAY_RATE_LIMIT_STORAGE_FILE: a file holding it)."
+            "Where rate-limit counters live: memory://, or redis://host:port shared by "
+            "replicas (the redis extra: pip install 'prediction-gateway[redis]'); or "
+            "GATEWAY_RATE_LIMIT_STORAGE_FILE, a file holding it."
+        ),
+    )
+    metrics_auth: bool = field(
+        default=False,
+        metadata=_doc(
+            "/metrics needs a key or token with the metrics or admin scope (default: open to "
+            "whoever can reach it, as Prometheus scrapes)."
+        ),
+    )
+    metrics_port: int = field(
+        default=0,
+        metadata=_doc(
+            "Serve /metrics on this port of the same host instead of the API's (0: the API's)."
+        ),
+    )
+    metrics_operation_names: int = field(
+        default=100,
+        metadata=_doc(
+            "Distinct GraphQL operation names that get a metric label of their own; later "
+            "ones are counted under other."
         ),
     )
     introspection: str = field(
@@ -354,6 +376,12 @@ class Settings:
     )
     trace_viewer_size: int = field(
         default=200, metadata=_doc("How many recent traces the trace viewer keeps in memory.")
+    )
+    trace_viewer_spans: int = field(
+        default=512,
+        metadata=_doc(
+            "Most spans the trace viewer keeps per trace (the rest are counted, not kept)."
+        ),
     )
     trace_document: bool = field(
         default=False,
@@ -420,6 +448,14 @@ class Settings:
         _check_choice("log_format", self.log_format, LOG_FORMATS)
         _check_min("trace_viewer_size", self.trace_viewer_size, 1)
         _check_min("trace_min_step_us", self.trace_min_step_us, 0)
+        _check_min("trace_viewer_spans", self.trace_viewer_spans, 1)
+        _check_min("metrics_port", self.metrics_port, 0, 65535)
+        _check_min("metrics_operation_names", self.metrics_operation_names, 0)
+        if self.metrics_port and self.metrics_port == self.port:
+            raise ConfigError(
+                f"metrics_port: invalid value {self.metrics_port}: it is the API's port; "
+                "give another one, or 0 to serve /metrics on the API's port"
+            )
         if not self.request_timeout_seconds > 0:
             raise ConfigError(
                 f"request_timeout_seconds: invalid value {self.request_timeout_seconds!r}: "

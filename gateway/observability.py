@@ -8,7 +8,10 @@ Metric names follow the OpenTelemetry conventions (Prometheus names in brackets)
 
 ========================================  =========  ==============================================
 graphql.server.request.duration           histogram  s; per operation type, name and outcome code
-                                                     (graphql_server_request_duration_seconds)
+                                                     (graphql_server_request_duration_seconds);
+                                                     names as the document has them, cut at 100
+                                                     characters, the first N with a label of
+                                                     their own, the rest as "other"
 http.server.request.duration              histogram  s; per method, route, status code
 http.server.active_requests               gauge      HTTP requests in flight (observed)
 gateway.inference.duration                histogram  s; one ONNX Runtime run, per model, version
@@ -39,8 +42,10 @@ from gateway.errors import GatewayError
 
 __all__ = [
     "CODE_ATTRIBUTE",
+    "DEFAULT_OPERATION_NAMES",
     "MODELS_ATTRIBUTE",
     "MODEL_ATTRIBUTE",
+    "OTHER_OPERATIONS",
     "VERSION_ATTRIBUTE",
     "Instruments",
     "Observer",
@@ -52,6 +57,11 @@ MODEL_ATTRIBUTE = "gateway.model.name"
 MODELS_ATTRIBUTE = "gateway.models"
 VERSION_ATTRIBUTE = "gateway.model.version"
 CODE_ATTRIBUTE = "gateway.error.code"
+
+#: Distinct operation names with a metric label of their own, unless told otherwise.
+DEFAULT_OPERATION_NAMES = 100
+#: The metric label of the operations named after the first ``operation_names`` names.
+OTHER_OPERATIONS = "other"
 
 _SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 _ROWS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
@@ -124,6 +134,7 @@ class Observer:
         *,
         record_document: bool = False,
         min_step_us: int = 0,
+        operation_names: int = DEFAULT_OPERATION_NAMES,
     ) -> None:
         tracer_provider = tracer_provider or trace.NoOpTracerProvider()
         meter_provider = meter_provider or metrics.NoOpMeterProvider()
@@ -136,6 +147,26 @@ class Observer:
         self.record_document = record_document
         #: Leaf steps shorter than this are an attribute of their parent span, not a span.
         self.min_step_ns = min_step_us * 1000
+        self._operation_names = operation_names
+        self._labelled: set[str] = set()
+
+    def operation_label(self, name: str | None) -> str:
+        """The ``graphql.operation.name`` metric attribute of an operation named ``name``: the
+        name itself for the first ``operation_names`` distinct names, ``other`` after them.
+
+        Each distinct value is a series in /metrics for as long as the process lives (the
+        exposition is cumulative: a series is never dropped), so the cap holds over the
+        process's lifetime; the names that got a label keep it.
+        """
+        if not name:
+            return ""
+        labelled = self._labelled
+        if name in labelled:
+            return name
+        if len(labelled) >= self._operation_names:
+            return OTHER_OPERATIONS
+        labelled.add(name)
+        return name
 
     def span(
         self,

@@ -4,6 +4,7 @@ gateways."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -11,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -304,4 +305,19 @@ def in_process_client(
         while client.get("/readyz").status_code != 200 or app.state.gateway.lifecycle is None:
             assert time.monotonic() < deadline, "the gateway did not get ready"
             time.sleep(0.02)
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def running(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of ``app`` in-process, its lifespan running and its initial load done."""
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://localhost") as client,
+        app.router.lifespan_context(app),
+    ):
+        for _ in range(3000):  # up to 30 s on a busy machine
+            if (await client.get("/readyz")).json()["status"] != "loading":
+                break
+            await asyncio.sleep(0.01)
         yield client

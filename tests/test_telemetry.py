@@ -9,7 +9,6 @@ import json
 import logging
 from typing import Any
 
-import httpx
 import pytest
 from opentelemetry import trace
 from opentelemetry.metrics import NoOpMeterProvider
@@ -22,7 +21,7 @@ from gateway.errors import ConfigError
 from gateway.telemetry import Telemetry, TraceStore, configure_logging, create_telemetry
 from gateway.telemetry.export import OtlpSpanExporter
 from gateway.telemetry.spans import LeanTracerProvider
-from tests.conftest import EXAMPLE_MODELS, SpanCollector, collecting_provider
+from tests.conftest import EXAMPLE_MODELS, SpanCollector, collecting_provider, running
 
 IRIS = (
     "query PredictIris { predict { iris(input: {sepalLength: 5.1, sepalWidth: 3.5, "
@@ -39,15 +38,7 @@ def _serve(settings: Settings, telemetry: Telemetry | None, *queries: str) -> li
     answers: list[Any] = []
 
     async def scenario() -> None:
-        transport = httpx.ASGITransport(app=app)
-        async with (
-            httpx.AsyncClient(transport=transport, base_url="http://localhost") as client,
-            app.router.lifespan_context(app),
-        ):
-            for _ in range(3000):  # up to 30 s on a busy machine
-                if (await client.get("/readyz")).status_code == 200:
-                    break
-                await asyncio.sleep(0.01)
+        async with running(app) as client:
             for query in queries:
                 answers.append((await client.post("/graphql", json={"query": query})).json())
             answers.append((await client.get("/debug/traces/api/traces")).status_code)

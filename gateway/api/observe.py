@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from graphql import GraphQLError
+from graphql import GraphQLError, get_operation_ast
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import TextMapPropagator
@@ -27,12 +27,15 @@ from gateway.api.context import GatewayContext, header_map
 from gateway.errors import GatewayError
 from gateway.observability import CODE_ATTRIBUTE, MODELS_ATTRIBUTE
 
-__all__ = ["OperationObserver", "OperationRecord", "outcome"]
+__all__ = ["MAX_NAME_LENGTH", "OperationObserver", "OperationRecord", "outcome"]
 
 access_log = logging.getLogger("gateway.access")
 
 #: Longest document recorded on a span when documents are recorded at all.
 _MAX_DOCUMENT = 4096
+#: Longest operation name in a span name, an access line or a metric label; longer names
+#: are cut (a name is one token of any length: the documents' limits do not bound it).
+MAX_NAME_LENGTH = 100
 
 
 _propagation: tuple[TextMapPropagator, frozenset[str]] | None = None
@@ -70,16 +73,23 @@ class OperationRecord:
     def finish(
         self, op_type: str | None, op_name: str | None, query: str | None, code: str
     ) -> None:
-        """Name and close the span, record the metric, write the access line."""
+        """Name and close the span, record the metric, write the access line.
+
+        ``op_name`` must be the name of the operation in the parsed document (never the
+        request's ``operationName`` as sent): it is cut to ``MAX_NAME_LENGTH`` here, and only
+        the first distinct names get a metric label of their own (``Observer.operation_label``).
+        """
         ctx, span = self._ctx, self.span
         observer = ctx.runtime.observer
+        if op_name is not None and len(op_name) > MAX_NAME_LENGTH:
+            op_name = op_name[:MAX_NAME_LENGTH]
         name = f"{op_type} {op_name}" if op_name else (op_type or "GraphQL Operation")
         duration = time.perf_counter() - self._started
         observer.instruments.request_duration.record(
             duration,
             {
                 "graphql.operation.type": op_type or "unknown",
-                "graphql.operation.name": op_name or "",
+                "graphql.operation.name": observer.operation_label(op_name),
                 "gateway.outcome": code,
             },
         )
@@ -179,13 +189,19 @@ class OperationObserver(SchemaExtension):
         return self._record.extensions() if self._record is not None else {}
 
     def _operation(self) -> tuple[str | None, str | None]:
+        """The type and name of the operation the document holds, if it parsed and has the one
+        asked for. Strawberry's ``operation_name`` is the request's ``operationName`` as sent,
+        even when the document has no such operation: any text a client likes, which must not
+        become a span name or a metric label."""
         ec = self.execution_context
+        document = ec.graphql_document
+        if document is None:  # it did not parse
+            return None, None
         try:
-            op_type: str | None = ec.operation_type.value
-        except Exception:  # the document did not parse, or names no operation
-            op_type = None
-        try:
-            op_name = ec.operation_name
-        except Exception:
-            op_name = None
-        return op_type, op_name
+            operation = get_operation_ast(document, ec.operation_name)
+        except Exception:  # a name of another type than str
+            operation = None
+        if operation is None:
+            return None, None
+        name = operation.name.value if operation.name is not None else None
+        return operation.operation.value, name

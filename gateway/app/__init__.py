@@ -20,11 +20,17 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api.context import header_map
-from gateway.app.metrics import HTTPMetricsMiddleware, metrics_endpoint, observe_in_flight
+from gateway.app.metrics import (
+    HTTPMetricsMiddleware,
+    listen_for_metrics,
+    metrics_endpoint,
+    metrics_server,
+    observe_in_flight,
+)
 from gateway.app.state import Gateway, schema_extensions
 from gateway.app.traces import trace_viewer_routes
 from gateway.app.view import GraphQLView
-from gateway.auth import ADMIN
+from gateway.auth import ADMIN, METADATA
 from gateway.config import Settings
 from gateway.errors import BadRequestError, UnauthenticatedError
 from gateway.graphiql import STATIC_DIR
@@ -137,7 +143,15 @@ def create_app(
     gateway = Gateway(settings, runtime)
     # The trace store must exist when the routes are made; its spans come once the
     # lifespan has made the providers.
-    store = TraceStore(settings.trace_viewer_size) if settings.trace_viewer else None
+    store = (
+        TraceStore(settings.trace_viewer_size, max_spans=settings.trace_viewer_spans)
+        if settings.trace_viewer
+        else None
+    )
+
+    metrics_socket = (
+        listen_for_metrics(settings.host, settings.metrics_port) if settings.metrics_port else None
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -152,6 +166,7 @@ def create_app(
             made.meter_provider,
             record_document=settings.trace_document,
             min_step_us=settings.trace_min_step_us,
+            operation_names=settings.metrics_operation_names,
         )
         gateway.runtime.attach(observer)
         observe_in_flight(gateway, observer.meter)
@@ -176,10 +191,15 @@ def create_app(
             loading = asyncio.create_task(_watch(gateway))
         # JWKS keys and the keys file, kept current in the background.
         credentials = asyncio.create_task(gateway.auth.maintain(settings.poll_seconds))
+        await gateway.rate.check()  # a shared store that does not answer is logged
         try:
-            yield
+            async with contextlib.AsyncExitStack() as stack:
+                if metrics_socket is not None:
+                    await stack.enter_async_context(metrics_server(gateway, metrics_socket))
+                yield
         finally:
             credentials.cancel()
+            await gateway.rate.aclose()
             if loading is not None and not loading.done():
                 loading.cancel()
             if gateway.lifecycle is not None:
@@ -187,13 +207,30 @@ def create_app(
             gateway.runtime.close()
             made.shutdown()
 
+    def detailed(request: Request) -> bool:
+        """Whether the caller may see what the health routes say beyond the status (model
+        names, failure reasons, the PID): the metadata or admin scope. Credentials that do not
+        verify are no reason to fail a probe: the caller just gets the status."""
+        try:
+            principal = gateway.auth.authenticate(header_map(request.scope))
+        except UnauthenticatedError:
+            return False
+        return bool(principal.scopes & {METADATA, ADMIN})
+
     async def healthz(request: Request) -> Response:
+        if not detailed(request):
+            return JSONResponse({"status": "alive"})
         return JSONResponse({"status": "alive", "pid": os.getpid()})
 
     async def readyz(request: Request) -> Response:
         rt = gateway.runtime
         if not gateway.loaded:
             return JSONResponse({"status": "loading"}, status_code=503)
+        if not detailed(request):
+            ready = all(entry.default_version is not None for entry in rt.entries.values())
+            if ready:
+                return JSONResponse({"status": "ready"})
+            return JSONResponse({"status": "not ready"}, status_code=503)
         not_ready = {
             entry.name: {
                 str(v): {"state": mv.state.value, "reason": mv.reason}
@@ -212,9 +249,10 @@ def create_app(
         WebSocketRoute("/graphql", view),  # subscriptions (graphql-transport-ws)
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint(gateway), methods=["GET"]),
         Mount(GRAPHIQL_STATIC, StaticFiles(directory=STATIC_DIR), name="graphiql-static"),
     ]
+    if not settings.metrics_port:  # else on a port of its own, started in the lifespan
+        routes.append(Route("/metrics", metrics_endpoint(gateway), methods=["GET"]))
     if store is not None:
 
         def allowed(request: Request) -> str | None:

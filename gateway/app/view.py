@@ -20,9 +20,11 @@ from gateway.api import GatewayContext
 from gateway.api.context import header_map
 from gateway.api.fastpath import FastResponse, persisted_get
 from gateway.api.limits import QueryLimits
+from gateway.app.admission import admit
 from gateway.app.body import read_body
 from gateway.app.state import Gateway
 from gateway.app.websocket import GatewayWSHandler
+from gateway.auth import METADATA
 from gateway.errors import BadRequestError, RequestTimeoutError, UnauthenticatedError
 from gateway.examples import example_operations
 from gateway.graphiql import ExampleTab, render_graphiql_page
@@ -52,14 +54,6 @@ def _json(answer: FastResponse) -> Response:
     )
 
 
-def _unauthenticated(exc: UnauthenticatedError) -> Response:
-    # GraphQL over HTTP: a request the server refuses to run gets a 4xx status.
-    error = {"message": exc.message, "extensions": {"code": exc.code}}
-    return JSONResponse(
-        {"errors": [error]}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
-    )
-
-
 def _timed_out(seconds: float) -> Response:
     error = {
         "message": f"the request ran longer than {seconds:g} s (request_timeout_seconds); "
@@ -67,14 +61,6 @@ def _timed_out(seconds: float) -> Response:
         "extensions": {"code": RequestTimeoutError.code},
     }
     return JSONResponse({"errors": [error]}, status_code=504)
-
-
-def _rate_limited(wait: int) -> Response:
-    error = {
-        "message": f"too many requests from this caller; retry in {wait} s",
-        "extensions": {"code": "RATE_LIMITED"},
-    }
-    return JSONResponse({"errors": [error]}, status_code=429, headers={"Retry-After": str(wait)})
 
 
 def _unsupported_media(request: Request) -> Response:
@@ -116,7 +102,8 @@ class GraphQLView(GraphQL[GatewayContext, None]):
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
         self._limits = QueryLimits.from_settings(gateway.settings)
-        self._page: tuple[object, str] | None = None  # (schema it was made for, page)
+        #: The explorer's page with and without model.toml's details: (schema made for, page).
+        self._pages: dict[bool, tuple[object, str]] = {}
         # Strawberry refuses websockets opened by pages of other origins than these (a
         # subscription would run with the user's cookies and network position). Only
         # graphql-transport-ws, whose handler checks credentials for the socket's lifetime
@@ -169,20 +156,12 @@ class GraphQLView(GraphQL[GatewayContext, None]):
             return
         request = Request(scope, receive=receive)
         headers = header_map(scope)
-        if not (scope["method"] == "GET" and "text/html" in headers.get("accept", "")):
-            try:  # every GraphQL request, whichever path runs it (the explorer's page: none)
-                principal = self._gateway.authenticate(scope)
-            except UnauthenticatedError as exc:
-                await _unauthenticated(exc)(scope, receive, send)
-                return
-            scope["gateway.principal"] = principal
-            rate = self._gateway.rate
-            if rate.enabled or principal.rate:
-                client = self._gateway.trust.client_address(scope)
-                wait = rate.retry_after(principal, client)
-                if wait is not None:
-                    await _rate_limited(wait)(scope, receive, send)
-                    return
+        # Every request, whatever its method or Accept header (the explorer's page included:
+        # what it shows depends on the caller), is authenticated and counted here.
+        refused = await admit(self._gateway, scope)
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
         if scope["method"] == "POST":
             settings = self._gateway.settings
             read = await read_body(
@@ -281,14 +260,26 @@ class GraphQLView(GraphQL[GatewayContext, None]):
         return orjson.loads(data)
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
+        # Descriptions and [example] rows come from model.toml (real training data, as gateway
+        # convert writes them): shown to callers with the metadata scope only. The others get
+        # the same operations with placeholder values (names and types are in the schema).
+        principal = request.scope.get("gateway.principal")
+        detailed = principal is not None and METADATA in principal.scopes
         current = self._gateway.current
-        if self._page is None or self._page[0] is not current:
-            configs = {n: e.spec.config for n, e in self._gateway.runtime.entries.items()}
-            tabs = [ExampleTab(q) for q in example_operations(current.typed, configs)]
-            page = render_graphiql_page(
-                endpoint=str(request.url_for("graphql").path),
-                static_url=str(request.url_for("graphiql-static", path="").path).rstrip("/"),
-                tabs=tabs,
+        page = self._pages.get(detailed)
+        if page is None or page[0] is not current:
+            configs = (
+                {n: e.spec.config for n, e in self._gateway.runtime.entries.items()}
+                if detailed
+                else {}
             )
-            self._page = (current, page)
-        return HTMLResponse(self._page[1], headers=PAGE_HEADERS)
+            tabs = [ExampleTab(q) for q in example_operations(current.typed, configs)]
+            page = self._pages[detailed] = (
+                current,
+                render_graphiql_page(
+                    endpoint=str(request.url_for("graphql").path),
+                    static_url=str(request.url_for("graphiql-static", path="").path).rstrip("/"),
+                    tabs=tabs,
+                ),
+            )
+        return HTMLResponse(page[1], headers=PAGE_HEADERS)

@@ -8,7 +8,9 @@ later operation with them as they were then; this one:
   as credentials that were valid stop being so: at the token's ``exp`` (as HTTP would refuse
   it), or within ``poll_seconds`` of its API key leaving the keys file;
 * keeps at most ``max_subscriptions`` operations open at once on a socket; the next one gets
-  an ``error`` message with code ``BAD_REQUEST``.
+  an ``error`` message with code ``BAD_REQUEST``;
+* counts each operation against the caller's rate limit, as a request (``app.admission``): one
+  over it gets an ``error`` message with code ``RATE_LIMITED`` and the socket stays open.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 )
 
 from gateway.api import GatewayContext
+from gateway.app.admission import operation_wait, rate_limited_error
 from gateway.auth import JWT_LEEWAY_SECONDS
 from gateway.errors import BadRequestError, UnauthenticatedError
 
@@ -91,6 +94,15 @@ class GatewayWSHandler(BaseGraphQLTransportWSHandler[GatewayContext, None]):
                 "payload": [error.formatted],
             }
             await self.send_message(refusal)
+            return
+        wait = await operation_wait(self._gateway, self.context)
+        if wait is not None:
+            limited: ErrorMessage = {
+                "id": message["id"],
+                "type": "error",
+                "payload": [rate_limited_error(wait)],
+            }
+            await self.send_message(limited)
             return
         await super().handle_subscribe(message)
         await self._let_others_run()

@@ -7,7 +7,8 @@ ends, is handed to the processors (the OTLP exporter's queue, the trace viewer's
 encoding is done later in a batch by ``gateway.telemetry.otlp``. Same API, same semantics where
 the gateway uses them: samplers (the SDK's, asked for each root span and each span with a remote
 parent; a local child keeps its parent's decision, which is what every standard sampler decides),
-attribute value length limits, events, links, status, W3C trace state.
+attribute value length limits, events, links, status, W3C trace state. Span names are cut at
+``max_name_length`` too (they may carry client input).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from opentelemetry.util.types import Attributes, AttributeValue
 
 __all__ = [
     "DEFAULT_MAX_ATTRIBUTES",
+    "DEFAULT_MAX_NAME_LENGTH",
     "UNSET",
     "Event",
     "LeanTracerProvider",
@@ -36,6 +38,9 @@ __all__ = [
 
 #: Attributes kept per span, event or link (the OpenTelemetry default); later ones are dropped.
 DEFAULT_MAX_ATTRIBUTES = 128
+#: Longest span name kept (longer ones are cut): names can carry client input, such as the
+#: GraphQL operation's name, and OpenTelemetry sets no limit of its own.
+DEFAULT_MAX_NAME_LENGTH = 256
 
 #: The status of a span nobody set one on (shared: compare with ``is``).
 UNSET = Status(StatusCode.UNSET)
@@ -76,11 +81,13 @@ class LeanTracerProvider(trace.TracerProvider):
         processors: Sequence[SpanProcessor] = (),
         max_attribute_length: int | None = None,
         max_attributes: int = DEFAULT_MAX_ATTRIBUTES,
+        max_name_length: int = DEFAULT_MAX_NAME_LENGTH,
     ) -> None:
         self.sampler = sampler
         self.processors = tuple(processors)
         self.max_attribute_length = max_attribute_length
         self.max_attributes = max_attributes
+        self.max_name_length = max_name_length
         self._tracer = LeanTracer(self)
 
     def get_tracer(
@@ -148,6 +155,8 @@ class LeanTracer(trace.Tracer):
             sampled = result.decision is Decision.RECORD_AND_SAMPLE
             trace_state = result.trace_state
         span_id = random.getrandbits(64) or 1
+        if len(name) > self._provider.max_name_length:
+            name = name[: self._provider.max_name_length]
         if not sampled:
             return trace.NonRecordingSpan(
                 SpanContext(trace_id, span_id, False, _UNSAMPLED, trace_state)
@@ -265,11 +274,12 @@ class RecordedSpan(trace.Span):
 
     def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
         if self.end_time is None and context.is_valid:
-            self.links.append(Link(context, attributes))
+            bounded = {k: self._provider.bound(v) for k, v in (attributes or {}).items()}
+            self.links.append(Link(context, bounded or None))
 
     def update_name(self, name: str) -> None:
         if self.end_time is None:
-            self.name = name
+            self.name = name[: self._provider.max_name_length]
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
         if self.end_time is not None or self.status.status_code is StatusCode.OK:

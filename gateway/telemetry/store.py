@@ -2,8 +2,9 @@
 
 A span processor of the lean tracer provider: every span that ends is kept under its trace; a
 trace is listed once its local root span (no parent, or a remote parent from the caller's
-``traceparent``) has ended. Only the newest ``capacity`` traces are kept. Attribute values are
-the span's own, already bounded by the tracer provider's span limits.
+``traceparent``) has ended. Only the newest ``capacity`` traces are kept, and at most
+``max_spans`` spans of each (the others are counted: ``droppedSpans``). Names and attribute
+values are the span's own, already bounded by the tracer provider's span limits.
 """
 
 from __future__ import annotations
@@ -17,32 +18,50 @@ from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
 
 from gateway.telemetry.spans import RecordedSpan
 
-__all__ = ["TraceStore", "span_json"]
+__all__ = ["DEFAULT_MAX_SPANS", "TraceStore", "span_json"]
 
 _MODEL_ATTRIBUTE = "gateway.model.name"
 _MODELS_ATTRIBUTE = "gateway.models"
 _CODE_ATTRIBUTE = "gateway.error.code"
 
 
-class TraceStore:
-    """Keeps the newest ``capacity`` traces; thread-safe."""
+#: Spans kept per trace unless told otherwise: a request makes a handful (an operation with
+#: the most aliases a few hundred).
+DEFAULT_MAX_SPANS = 512
 
-    def __init__(self, capacity: int) -> None:
+
+class _Spans(list[RecordedSpan]):
+    """The spans kept of one trace, and how many more there were."""
+
+    dropped = 0
+
+
+class TraceStore:
+    """Keeps the newest ``capacity`` traces, at most ``max_spans`` spans each; thread-safe.
+
+    A trace id is the caller's to choose (``traceparent``): requests that share one land in
+    one trace, so without the cap a caller could grow a single trace without bound.
+    """
+
+    def __init__(self, capacity: int, *, max_spans: int = DEFAULT_MAX_SPANS) -> None:
         self._capacity = capacity
+        self._max_spans = max_spans
         self._lock = threading.Lock()
-        self._pending: dict[int, list[RecordedSpan]] = {}
-        self._done: OrderedDict[int, list[RecordedSpan]] = OrderedDict()
+        self._pending: dict[int, _Spans] = {}
+        self._done: OrderedDict[int, _Spans] = OrderedDict()
 
     def on_end(self, span: RecordedSpan) -> None:
         trace_id = span.context.trace_id
         is_root = span.parent is None or span.parent.is_remote
         with self._lock:
-            if trace_id in self._done:  # a late span (e.g. a batch run) of a listed trace
-                self._done[trace_id].append(span)
-                return
-            spans = self._pending.setdefault(trace_id, [])
-            spans.append(span)
-            if is_root:
+            spans = self._done.get(trace_id)  # a late span (e.g. a batch run) of a listed trace
+            if spans is None:
+                spans = self._pending.setdefault(trace_id, _Spans())
+            if len(spans) < self._max_spans:
+                spans.append(span)
+            else:
+                spans.dropped += 1
+            if is_root and trace_id in self._pending:
                 self._done[trace_id] = self._pending.pop(trace_id)
                 while len(self._done) > self._capacity:
                     self._done.popitem(last=False)
@@ -63,10 +82,10 @@ class TraceStore:
     ) -> list[dict[str, Any]]:
         """The kept traces, newest first, filtered; JSON-ready."""
         with self._lock:
-            traces = [list(spans) for spans in reversed(self._done.values())]
+            traces = [(list(spans), spans.dropped) for spans in reversed(self._done.values())]
         out = []
-        for spans in traces:
-            summary = _summary(spans)
+        for spans, dropped in traces:
+            summary = _summary(spans, dropped)
             if summary["durationMs"] < min_ms or (failed and summary["status"] != "ERROR"):
                 continue
             if model is not None and model not in summary["models"]:
@@ -81,10 +100,11 @@ class TraceStore:
         except ValueError:
             return None
         with self._lock:
-            spans = list(self._done.get(key, ()))
+            kept = self._done.get(key)
+            spans, dropped = (list(kept), kept.dropped) if kept is not None else ([], 0)
         if not spans:
             return None
-        return {**_summary(spans), "spans": [span_json(s) for s in _ordered(spans)]}
+        return {**_summary(spans, dropped), "spans": [span_json(s) for s in _ordered(spans)]}
 
 
 def _root(spans: Sequence[RecordedSpan]) -> RecordedSpan:
@@ -100,7 +120,7 @@ def _ms(start: int, end: int | None) -> float:
     return ((end or start) - start) / 1e6
 
 
-def _summary(spans: Sequence[RecordedSpan]) -> dict[str, Any]:
+def _summary(spans: Sequence[RecordedSpan], dropped: int) -> dict[str, Any]:
     root = _root(spans)
     failed = [s for s in spans if s.status.status_code is StatusCode.ERROR]
     models: set[str] = set()
@@ -125,6 +145,7 @@ def _summary(spans: Sequence[RecordedSpan]) -> dict[str, Any]:
         "errorCode": codes[0] if codes else None,
         "models": sorted(models),
         "spanCount": len(spans),
+        "droppedSpans": dropped,
     }
 
 

@@ -45,7 +45,9 @@ def metadata_key(tmp_path: Path) -> tuple[Path, str]:
 
 def _client(root: Path, **env: str) -> Iterator[TestClient]:
     settings = Settings.load(environ={"GATEWAY_MODELS": str(root), **env})
-    with TestClient(create_app(settings)) as client:
+    # As a browser on this machine would name it (a loopback gateway refuses other hosts).
+    app = create_app(settings)
+    with TestClient(app, base_url="http://localhost", client=("127.0.0.1", 1)) as client:
         deadline = time.monotonic() + 30
         while client.get("/readyz").json()["status"] == "loading":
             assert time.monotonic() < deadline

@@ -22,6 +22,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from gateway.auth import Principal
 from gateway.errors import ConfigError
@@ -90,7 +91,9 @@ def test_each_graphql_transport_ws_operation_is_counted_with_the_requests(
     limited: TestClient,
 ) -> None:
     assert limited.post("/graphql", json={"query": MODELS}).status_code == 200
-    with limited.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+    with limited.websocket_connect(
+        "ws://localhost/graphql", subprotocols=["graphql-transport-ws"]
+    ) as ws:
         ws.send_json({"type": "connection_init"})
         assert ws.receive_json()["type"] == "connection_ack"
         answers = [_transport_ws_operation(ws, str(i)) for i in range(3)]
@@ -106,23 +109,15 @@ def test_each_graphql_transport_ws_operation_is_counted_with_the_requests(
     assert limited.post("/graphql", json={"query": MODELS}).status_code == 429
 
 
-def test_each_graphql_ws_operation_is_counted(limited: TestClient) -> None:
-    # The legacy protocol runs subscriptions only; model events come when versions change, so
-    # an admitted subscription says nothing, and a refused one answers at once.
-    subscription = "subscription { modelEvents { model } }"
-    with limited.websocket_connect("/graphql", subprotocols=["graphql-ws"]) as ws:
+def test_the_legacy_graphql_ws_protocol_is_no_way_around(limited: TestClient) -> None:
+    # graphql-ws (subscriptions-transport-ws) is not offered: its operations would need a
+    # handler of their own to be counted, and to have their credentials checked again.
+    with (
+        pytest.raises(WebSocketDisconnect),
+        limited.websocket_connect("ws://localhost/graphql", subprotocols=["graphql-ws"]) as ws,
+    ):
         ws.send_json({"type": "connection_init"})
-        assert ws.receive_json()["type"] == "connection_ack"
-        for op in range(4):
-            ws.send_json({"id": str(op), "type": "start", "payload": {"query": subscription}})
-        # A query, which this protocol refuses at once: were the four admitted, its refusal
-        # would be the first message (rather than a test waiting for ever).
-        ws.send_json({"id": "marker", "type": "start", "payload": {"query": MODELS}})
-        message = ws.receive_json()
-        assert message["id"] == "3" and message["type"] == "error"
-        assert message["payload"]["extensions"]["code"] == "RATE_LIMITED"
-        for op in range(3):
-            ws.send_json({"id": str(op), "type": "stop"})
+        ws.receive_json()
 
 
 def test_refused_credentials_count_against_the_address(limited: TestClient) -> None:

@@ -212,7 +212,7 @@ def create_app(
         names, failure reasons, the PID): the metadata or admin scope. Credentials that do not
         verify are no reason to fail a probe: the caller just gets the status."""
         try:
-            principal = gateway.auth.authenticate(header_map(request.scope))
+            principal = gateway.authenticate(request.scope)
         except UnauthenticatedError:
             return False
         return bool(principal.scopes & {METADATA, ADMIN})

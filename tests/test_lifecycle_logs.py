@@ -26,7 +26,8 @@ def test_each_problem_is_logged_once_and_working_fields_are_not_warned_of(
     )
     caplog.set_level(logging.INFO, logger="gateway")
     settings = Settings.load(environ={"GATEWAY_MODELS": str(root), "GATEWAY_POLL_SECONDS": "0.05"})
-    with TestClient(create_app(settings)) as client:
+    app = create_app(settings)
+    with TestClient(app, base_url="http://localhost", client=("127.0.0.1", 1)) as client:
         deadline = time.monotonic() + 20
         # /readyz stays 503 (broken has no READY version): wait for the watcher instead.
         while client.app.state.gateway.lifecycle is None:  # type: ignore[attr-defined]

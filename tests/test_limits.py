@@ -245,15 +245,25 @@ def test_string_bytes_are_budgeted_at_each_use_of_a_variable(strings: Any) -> No
     params = {"query": query, "variables": json.dumps(variables)}
     normal = strings.get("/graphql", params=params).json()
     for body in (compiled, normal):
-        answered = {k for k, v in body["data"]["predict"].items() if v is not None}
-        assert answered == {"a0", "a1", "a2"}, body
-        codes = {e["extensions"]["code"] for e in body["errors"]}
-        assert codes == {"QUERY_TOO_COMPLEX"} and "max_operation_string_bytes" in str(body)
+        # Refused whole, before any field runs: the variables are known before execution.
+        assert body["data"] is None, body
+        (error,) = body["errors"]
+        assert error["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+        assert "sends 4000 bytes of strings" in error["message"]
+        assert "max_operation_string_bytes" in error["message"]
+    # Three uses (2400 bytes) are within the budget, and every field answers.
+    three = query.replace(" a3: s(input: {x: $t}) { y } a4: s(input: {x: $t}) { y }", "")
+    body = strings.post("/graphql", json={"query": three, "variables": variables}).json()
+    assert "errors" not in body and len(body["data"]["predict"]) == 3
     # One string over max_string_bytes (600 characters, 1200 bytes) runs nowhere.
-    body = strings.post("/graphql", json={"query": query, "variables": {"t": "é" * 600}}).json()
-    assert body["data"]["predict"] == {f"a{i}": None for i in range(5)}
-    assert {e["extensions"]["code"] for e in body["errors"]} == {"BAD_USER_INPUT"}
-    assert "a string of 1200 bytes; at most 1000 (max_string_bytes)" in str(body)
+    for body in (
+        strings.post("/graphql", json={"query": query, "variables": {"t": "é" * 600}}).json(),
+        strings.get(
+            "/graphql", params={**params, "variables": '{"t": "' + "é" * 600 + '"}'}
+        ).json(),
+    ):
+        assert body["data"] is None and _code(body) == "BAD_USER_INPUT"
+        assert "$t holds a string of 1200 bytes; at most 1000 (max_string_bytes)" in str(body)
     infer = (
         'query($d: JSON) { infer(model: "s", inputs: [{name: "x", shape: [4, 1], data: $d}]) '
         "{ version } }"
@@ -262,6 +272,36 @@ def test_string_bytes_are_budgeted_at_each_use_of_a_variable(strings: Any) -> No
     assert _code(body.json()) == "QUERY_TOO_COMPLEX"
     body = strings.post("/graphql", json={"query": infer, "variables": {"d": ["a" * 700] * 4}})
     assert _code(body.json()) is None
+    # A whole list of tensors in one variable: their data counts, not their names or shapes.
+    listed = 'query($i: [TensorInput!]!) { infer(model: "s", inputs: $i) { version } }'
+    tensors = [{"name": "x", "shape": [4, 1], "data": ["a" * 900] * 4}]
+    body = strings.post("/graphql", json={"query": listed, "variables": {"i": tensors}})
+    assert _code(body.json()) == "QUERY_TOO_COMPLEX" and "sends 3600 bytes" in body.text
+
+
+def test_rows_in_variables_are_counted_at_each_use_before_any_field_runs(
+    tmp_path: Path,
+) -> None:
+    root = write_repository(tmp_path / "repo", {"m/1": _scaled(1)})
+    query = (
+        "query($r: [MInput!]!) { predict { a: mBatch(inputs: $r) { y } "
+        "b: mBatch(inputs: $r) { y } } }"
+    )
+    for client in _app(root, GATEWAY_MAX_COST="100"):
+        rows = [{"x": [1.0, 2.0]}] * 60  # twice: 120 rows, over 100
+        for body in (
+            client.post("/graphql", json={"query": query, "variables": {"r": rows}}).json(),
+            client.get(
+                "/graphql", params={"query": query, "variables": json.dumps({"r": rows})}
+            ).json(),
+        ):
+            assert body["data"] is None and _code(body) == "QUERY_TOO_COMPLEX", body
+            assert "asks for 120 model rows in its variables" in str(body)
+        ran = "gateway_inference_batch_size_count"
+        assert ran not in client.get("/metrics").text  # neither field ran
+        body = client.post("/graphql", json={"query": query, "variables": {"r": rows[:50]}})
+        assert "errors" not in body.json()
+        assert ran in client.get("/metrics").text
 
 
 @pytest.mark.e2e
@@ -274,5 +314,5 @@ def test_replay_one_large_string_used_by_thirty_aliases(example_server: LiveServ
     response = example_server.graphql(query, {"t": text})
     assert time.perf_counter() - started < 2
     body = response.json()
-    assert body["data"]["predict"] == {f"a{i}": None for i in range(30)}
+    assert body["data"] is None  # refused whole: no field built its 3.8 MB input
     assert {e["extensions"]["code"] for e in body["errors"]} == {"BAD_USER_INPUT"}

@@ -25,17 +25,21 @@ from typing import Generic, TypeVar
 
 from graphql import (
     DocumentNode,
+    ExecutionResult,
     GraphQLError,
     NameNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
     Token,
+    get_operation_ast,
     parse,
 )
+from graphql.execution.values import get_variable_values
 from strawberry.extensions import SchemaExtension
 
 from gateway.api.limits import TOO_COMPLEX, QueryLimits, check_limits, document_too_large
+from gateway.api.variable_cost import check_variables, variable_uses
 from gateway.security import error_code
 
 __all__ = [
@@ -184,6 +188,31 @@ class DocumentCache(SchemaExtension):
                 context.pre_execution_errors = errors
         yield
         self._valid = not context.pre_execution_errors
+
+    def on_execute(self) -> Iterator[None]:
+        # What the variables send to models, for the whole operation, before any field runs
+        # (gateway.api.variable_cost); a result set here is what Strawberry answers.
+        context = self.execution_context
+        document = context.graphql_document
+        operation = (
+            get_operation_ast(document, context.operation_name) if document is not None else None
+        )
+        if context.result is None and operation is not None and context.variables:
+            assert document is not None
+            uses = variable_uses(document, operation)
+            # Values that do not fit their types are graphql-core's to refuse, as on the
+            # compiled path (whose variables are coerced first): checked only once they fit.
+            coerced = get_variable_values(
+                context.schema._schema, operation.variable_definitions or (), context.variables
+            )
+            error = (
+                None
+                if isinstance(coerced, list)
+                else (check_variables(uses, context.variables, self._limits))
+            )
+            if error is not None:
+                context.result = ExecutionResult(data=None, errors=[error])
+        yield
 
 
 def _placeholder(operation_name: str | None) -> DocumentNode:

@@ -34,6 +34,7 @@ from gateway.api.limits import (
 from gateway.api.observe import OperationRecord, outcome
 from gateway.api.plan import OperationPlan, Unsupported, compile_operation
 from gateway.api.schema import GatewaySchema
+from gateway.api.variable_cost import check_variables
 from gateway.security import format_errors
 
 __all__ = ["FastPath", "FastResponse", "PersistedQueries", "persisted_get"]
@@ -192,6 +193,15 @@ class FastPath:
         if isinstance(coerced, list):  # the normal path words these errors
             return None
         record = OperationRecord(ctx)
+        if plan.variable_uses is not None:
+            # The whole operation's variables against the limits, before any field runs.
+            over = check_variables(plan.variable_uses, variables, self._limits)
+            if over is not None:
+                if kept is None:  # a valid plan, refused for these variables only: keep it
+                    self._plans.put(key, plan, document_size(plan.document) * 5 // 4)
+                code = str((over.extensions or {})["code"])
+                record.finish("query", plan.name, query, code)
+                return FastResponse({"data": None, "errors": [over.formatted]})
         ctx.budget = self._limits.budget()
         result = await execute_plan(plan, coerced, ctx)
         if kept is None and not refused(result.errors):

@@ -47,6 +47,7 @@ from graphql.execution.values import (
 from graphql.language import Visitor, visit
 
 from gateway.api.arguments import ArgumentTemplate, build_argument_template
+from gateway.api.variable_cost import VariableUses, variable_uses
 
 __all__ = ["FieldPlan", "OperationPlan", "PlanResult", "Unsupported", "compile_operation"]
 
@@ -91,6 +92,8 @@ class OperationPlan:
     fields: tuple[FieldPlan, ...]
     #: The operation's variables, name and type resolved once.
     variables: tuple[GraphQLVariableSignature, ...] = ()
+    #: Which variables reach models, and how often (checked against the limits per request).
+    variable_uses: VariableUses | None = None
 
     @property
     def name(self) -> str | None:
@@ -158,7 +161,8 @@ def compile_operation(
     if any(isinstance(s, GraphQLError) for s in signatures):
         raise Unsupported("a variable of an unknown or output type")
     variables = tuple(s for s in signatures if isinstance(s, GraphQLVariableSignature))
-    return OperationPlan(schema, document, operation, fragments, root, fields, variables)
+    uses = variable_uses(document, operation)
+    return OperationPlan(schema, document, operation, fragments, root, fields, variables, uses)
 
 
 class _DirectiveFinder(Visitor):

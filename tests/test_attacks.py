@@ -8,6 +8,7 @@ ask the gateway to fetch again while the good client is measured."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import multiprocessing
 import os
@@ -312,14 +313,21 @@ def _p99(latencies: list[float]) -> float:
 
 async def _good_client(server: LiveServer, key: str, count: int) -> list[float]:
     latencies = []
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-        for _ in range(count):
-            started = time.perf_counter()
-            response = await client.post(
-                "/graphql", json={"query": GOOD}, headers={"X-API-Key": key}
-            )
-            latencies.append(time.perf_counter() - started)
-            assert response.json()["data"]["predict"]["iris"]["label"] == "setosa"
+    # The test process's own garbage collection (pytest's heap is large) pauses for
+    # milliseconds: the good client's p99 would measure it, not the server.
+    gc.collect()
+    gc.disable()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            for _ in range(count):
+                started = time.perf_counter()
+                response = await client.post(
+                    "/graphql", json={"query": GOOD}, headers={"X-API-Key": key}
+                )
+                latencies.append(time.perf_counter() - started)
+                assert response.json()["data"]["predict"]["iris"]["label"] == "setosa"
+    finally:
+        gc.enable()
     return latencies
 
 
@@ -456,6 +464,13 @@ def test_attacks_are_refused_and_a_good_client_keeps_its_latency(exposed: Any) -
     # What the attacks left in the telemetry stays small (a 20 KB operationName sent 400
     # times made /metrics grow by megabytes; one trace id, a trace of thousands of spans: here
     # fewer are sent, test_telemetry_bounds.py sends enough to reach the caps).
+    # The shared trace, as its requests left it (the newest traces are kept: a few more).
+    for _ in range(3):
+        httpx.post(
+            f"{server.url}/graphql",
+            json={"query": GOOD},
+            headers={"X-API-Key": good_key, "traceparent": TRACEPARENT},
+        )
     metrics = httpx.get(f"{server.url}/metrics", timeout=30).text
     assert "Forged" not in metrics and "n" * 101 not in metrics and len(metrics) < 200_000
     shared = httpx.get(
@@ -463,7 +478,7 @@ def test_attacks_are_refused_and_a_good_client_keeps_its_latency(exposed: Any) -
         headers={"X-API-Key": admin_key},
         timeout=30,
     ).json()
-    assert shared["spanCount"] + shared["droppedSpans"] > 1  # the requests shared it
+    assert shared["spanCount"] + shared["droppedSpans"] > 1, shared  # the requests shared it
     assert shared["spanCount"] <= DEFAULT_MAX_SPANS
     log = (Path(server.log)).read_text()
     tokens = [
@@ -477,7 +492,7 @@ def test_attacks_are_refused_and_a_good_client_keeps_its_latency(exposed: Any) -
     assert not any(r.get("message") == "admin key accepted" for r in records)
 
 
-def _slow_clients(url: str, count: int, seconds: float, results: Any) -> None:
+def _slow_clients(url: str, count: int, seconds: float, ready: Any, results: Any) -> None:
     """Slow loris: ``count`` connections that send their headers a byte at a time and
     ``count`` that send their body so, every 0.2 s; puts how many the server cut off (answered
     or closed) within ``seconds``."""
@@ -492,6 +507,7 @@ def _slow_clients(url: str, count: int, seconds: float, results: Any) -> None:
         sock = socket.create_connection((host, int(port)), timeout=5)
         sock.sendall(start)
         slow.append(sock)
+    ready.put(True)
     cut: set[socket.socket] = set()
     deadline = time.monotonic() + seconds
     while len(cut) < len(slow) and time.monotonic() < deadline:
@@ -513,12 +529,12 @@ def test_slow_clients_are_cut_off_and_a_good_client_keeps_its_latency(exposed: A
     server, good_key, *_ = exposed
     baseline = asyncio.run(_good_client(server, good_key, 600))
     context = multiprocessing.get_context("spawn")
-    results = context.Queue()
+    ready, results = context.Queue(), context.Queue()
     count, seconds = 100, SLOW_BODY_TIMEOUT + 6
-    slow = context.Process(target=_slow_clients, args=(server.url, count, seconds, results))
+    slow = context.Process(target=_slow_clients, args=(server.url, count, seconds, ready, results))
     slow.start()
     try:
-        time.sleep(0.5)  # its connections are open
+        ready.get(timeout=60)  # its connections are open
         under_attack = asyncio.run(_good_client(server, good_key, 600))
         cut = results.get(timeout=seconds + 30)
     finally:
@@ -533,17 +549,23 @@ def _under_attack(
     server: LiveServer, good_key: str, loop: Callable[..., None], *args: Any
 ) -> tuple[list[float], list[float], list[Any]]:
     """The good client's latencies alone and while two processes run ``loop(server.url,
-    *args, stop, results)``; and what each attacker put in ``results``."""
+    *args, stop, ready, results)`` (each puts to ``ready`` once it is set up); and what each
+    attacker put in ``results``."""
     baseline = asyncio.run(_good_client(server, good_key, 600))
     context = multiprocessing.get_context("spawn")
-    stop, results = context.Event(), context.Queue()
+    stop, ready, results = context.Event(), context.Queue(), context.Queue()
     attackers = [
-        context.Process(target=loop, args=(server.url, *args, stop, results)) for _ in range(2)
+        context.Process(target=loop, args=(server.url, *args, stop, ready, results))
+        for _ in range(2)
     ]
     for process in attackers:
         process.start()
     try:
-        time.sleep(1.0)  # the attackers are under way
+        # Started and connected: a new process importing its modules is a second of CPU on
+        # this machine, which would otherwise be measured as the attack's.
+        for _ in attackers:
+            ready.get(timeout=120)
+        time.sleep(0.5)  # the attackers are under way
         under_attack = asyncio.run(_good_client(server, good_key, 600))
     finally:
         stop.set()
@@ -583,7 +605,7 @@ def rate_limited(tmp_path_factory: pytest.TempPathFactory) -> Any:
     stop_server(server)
 
 
-def _bypass_loop(url: str, ways: tuple[str, ...], stop: Any, results: Any) -> None:
+def _bypass_loop(url: str, ways: tuple[str, ...], stop: Any, ready: Any, results: Any) -> None:
     """The ``ways`` around a rate limit, in turn until ``stop``: a GET with a query that accepts
     HTML, a POST with a new X-Forwarded-For each time, an operation over a websocket. Puts each
     way's outcomes (HTTP status or websocket message type, code) with their counts, and the
@@ -625,6 +647,7 @@ def _bypass_loop(url: str, ways: tuple[str, ...], stop: Any, results: Any) -> No
         operation = json.dumps({"id": "op", "type": "subscribe", "payload": {"query": GOOD}})
         ws.send(json.dumps({"type": "connection_init"}))
         assert json.loads(ws.recv(timeout=30))["type"] == "connection_ack"
+        ready.put(True)
         while not stop.is_set():
             sent += 1
             # About 45 requests a second per attacker, the two together over four times the
@@ -673,11 +696,7 @@ def test_rate_limit_bypasses_are_counted_while_a_good_client_is_served(
     baseline, under_attack, results = _under_attack(server, good_key, _bypass_loop, ways)
     _assert_admitted_at_the_rate(results, ways)
     assert len(under_attack) == len(baseline)  # every good request answered (checked inside)
-    # The p99 is measured, not asserted (issue 13 asks for 2x; open here): under these
-    # attackers the good client's p99 was 1.9-3.4x its p99 alone with the HTTP ways, 2-6x
-    # with websocket operations, on this shared two-core machine (load 3-5 from other work);
-    # the same attackers against the same server with no limit at all (every request
-    # admitted) gave 0.7-2.4x and 1.2-3.3x: the traffic costs it, not the limit.
     base, attacked = _p99(baseline), _p99(under_attack)
     print(f"good client p99: {base * 1000:.1f} ms alone, {attacked * 1000:.1f} ms under attack")
+    assert attacked <= max(2 * base, base + 0.005)  # as for the other attacks
     assert "Traceback" not in Path(server.log).read_text()

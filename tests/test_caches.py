@@ -72,12 +72,13 @@ def test_the_compiled_path_keeps_no_refusal(gateway_factory: Any) -> None:
     assert _code(refusal or {}) == "QUERY_TOO_COMPLEX"
     assert answer(aliases, "predict") == refusal  # its answer is kept apart, not the document
     assert len(plans) == 0
-    # Invalid: Strawberry words the errors; only a marker of that is kept, not the document.
-    assert answer("{ predict { nothing } }", "predict") is None
-    assert len(plans) == 1 and plans.size == 32
+    # Invalid: its errors, like a refusal's, are kept apart, not the document.
+    invalid = answer("{ predict { nothing } }", "predict")
+    assert _code(invalid or {}) == "GRAPHQL_VALIDATION_FAILED"
+    assert answer("{ predict { nothing } }", "predict") == invalid and len(plans) == 0
     assert answer(TYPED, "predict") == {"data": {"predict": {"m": {"y": [1.0, 1.0]}}}}
-    assert len(plans) == 2 and plans.size > document_size(parse(TYPED))
-    assert answer(TYPED) is not None and len(plans) == 2  # a kept plan still checks scopes
+    assert len(plans) == 1 and plans.size > document_size(parse(TYPED))
+    assert answer(TYPED) is not None and len(plans) == 1  # a kept plan still checks scopes
 
 
 def test_strawberrys_path_keeps_no_refusal_and_no_large_document(gateway_factory: Any) -> None:
